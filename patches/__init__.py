@@ -1,0 +1,28 @@
+"""Family adapters, looked up by ``config.model_type``. Algorithms live in ``vtc``; surgery lives here."""
+from __future__ import annotations
+
+from torch import nn
+
+from .base import FamilyAdapter, VisualLayout
+from .qwen_vl import Qwen3VLAdapter, QwenVLAdapter
+
+ADAPTERS: tuple[type[FamilyAdapter], ...] = (QwenVLAdapter, Qwen3VLAdapter)
+
+
+def supported_model_types() -> list[str]:
+    return sorted(t for a in ADAPTERS for t in a.model_types)
+
+
+def adapter_for(model: nn.Module) -> FamilyAdapter:
+    """The adapter for ``model``; an unsupported model gets an error naming the supported ones."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    for adapter in ADAPTERS:
+        if model_type in adapter.model_types:
+            return adapter(model)
+    raise ValueError(
+        f"vtc does not support model_type {model_type!r} ({type(model).__name__}); "
+        f"supported: {', '.join(supported_model_types())}"
+    )
+
+
+__all__ = ["ADAPTERS", "FamilyAdapter", "VisualLayout", "adapter_for", "supported_model_types"]

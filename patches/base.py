@@ -1,0 +1,78 @@
+"""What every family adapter declares; the only place vtc reaches into a model's structure."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+@dataclass
+class VisualLayout:
+    """Where one sample's visual tokens sit and what grid they come from (metadata, no features)."""
+
+    rows: torch.Tensor  # [N] rows in the prompt
+    coords: torch.Tensor  # [N, 3] (t, h, w), t counted over the sample's videos
+    frame: torch.Tensor  # [N]
+    time: torch.Tensor  # [N] seconds
+    grid: tuple[int, int, int]  # (T, H, W) summed over the sample's videos along T
+
+
+class FamilyAdapter:
+    """Per-family surgery points. Subclasses fill the class attributes and override what differs."""
+
+    model_types: tuple[str, ...] = ()
+    family: str = ""
+    rope: str = "1d"  # "1d" or "mrope"
+    language_model_path: str = "model.language_model"
+    base_model_path: str = "model"
+    supports_layer_stage: bool = True
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.config = model.config
+
+    # -- modules -------------------------------------------------------------------------
+    def language_model(self) -> nn.Module:
+        return _resolve(self.model, self.language_model_path)
+
+    def base_model(self) -> nn.Module:
+        return _resolve(self.model, self.base_model_path)
+
+    def decoder_layers(self) -> nn.ModuleList:
+        return self.language_model().layers
+
+    def text_config(self) -> Any:
+        return self.language_model().config
+
+    # -- visual rows ---------------------------------------------------------------------
+    def visual_token_id(self) -> int:
+        raise NotImplementedError
+
+    def layouts(self, captured: dict[str, Any], visual_mask: torch.Tensor) -> list[VisualLayout]:
+        """One layout per sample; raise if the visual row count disagrees with the declared grid."""
+        raise NotImplementedError
+
+    def pixels(self, captured: dict[str, Any], sample_sizes: list[int]) -> list[torch.Tensor] | None:
+        """Per-sample raw pixels [N, tp, C, P] of each visual token, or None if unavailable."""
+        return None
+
+    # -- extra model inputs that follow the visual rows ------------------------------------
+    def compact_lm_kwargs(
+        self, kwargs: dict[str, Any], gather: torch.Tensor, valid: torch.Tensor, visual_keep: torch.Tensor
+    ) -> None:
+        """Update family-specific language-model kwargs after rows were dropped (in place)."""
+
+    def install(self, engine: Any) -> list[Callable[[], None]]:
+        """Family-specific hooks beyond the generic ones; returns their removers."""
+        return []
+
+
+def _resolve(root: nn.Module, path: str) -> nn.Module:
+    module: Any = root
+    for part in path.split("."):
+        if not hasattr(module, part):
+            raise AttributeError(f"{type(root).__name__} has no submodule {path!r} (stopped at {part!r})")
+        module = getattr(module, part)
+    return module

@@ -1,0 +1,163 @@
+"""Qwen2-VL, Qwen2.5-VL and Qwen3-VL: M-RoPE families whose videos arrive as one (T, H, W) grid each."""
+from __future__ import annotations
+
+import types
+from typing import Any, Callable
+
+import torch
+
+from .base import FamilyAdapter, VisualLayout
+
+# The processors' default normalisation (OpenAI CLIP for Qwen2/2.5-VL, 0.5/0.5 for Qwen3-VL).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+HALF = (0.5, 0.5, 0.5)
+# Qwen processors sample video at 2 fps by default, so one temporal patch of 2 frames spans 1 s.
+DEFAULT_FPS = 2.0
+
+
+class QwenVLAdapter(FamilyAdapter):
+    """Visual rows are ``video_token_id`` placeholders, laid out t-major then h then w per video.
+
+    Timing: Qwen2.5-VL passes ``second_per_grid_ts`` to the model, so token times are exact.
+    Qwen2-VL and Qwen3-VL do not (Qwen3-VL writes timestamps as text), so times assume the
+    processor's default 2 fps; they are informational and no method here depends on them.
+    """
+
+    model_types = ("qwen2_vl", "qwen2_5_vl")
+    family = "Qwen2-VL / Qwen2.5-VL"
+    rope = "mrope"
+    pixel_mean = CLIP_MEAN
+    pixel_std = CLIP_STD
+
+    def visual_token_id(self) -> int:
+        return int(self.config.video_token_id)
+
+    def _merge(self) -> int:
+        return int(self.config.vision_config.spatial_merge_size)
+
+    def _temporal_patch(self) -> int:
+        return int(self.config.vision_config.temporal_patch_size)
+
+    def layouts(self, captured: dict[str, Any], visual_mask: torch.Tensor) -> list[VisualLayout]:
+        grids = captured.get("video_grid_thw")
+        counts = visual_mask.sum(dim=1).tolist()
+        if grids is None:
+            if any(counts):
+                raise ValueError("the prompt has video tokens but no video_grid_thw was passed to the model")
+            return [_empty_layout(visual_mask.device) for _ in counts]
+        grids = grids.tolist()
+        seconds = captured.get("second_per_grid_ts")
+        seconds = (
+            [float(s) for s in seconds.tolist()]
+            if isinstance(seconds, torch.Tensor)
+            else [self._temporal_patch() / DEFAULT_FPS] * len(grids)
+        )
+        merge = self._merge()
+        layouts, video = [], 0
+        for sample, count in enumerate(counts):
+            parts, have = [], 0
+            while have < count:
+                if video >= len(grids):
+                    raise ValueError(
+                        f"sample {sample} has {count} video tokens but video_grid_thw describes only {have} "
+                        "of them: the prompt and the grids disagree"
+                    )
+                t, h, w = grids[video]
+                parts.append((t, h // merge, w // merge, seconds[video]))
+                have += t * (h // merge) * (w // merge)
+                video += 1
+            if have != count:
+                raise ValueError(
+                    f"sample {sample} has {count} video tokens but its grids {parts} describe {have}: "
+                    "vtc will not guess which rows belong to which frame"
+                )
+            rows = visual_mask[sample].nonzero().flatten()
+            layouts.append(_grid_layout(rows, parts))
+        if video != len(grids):
+            raise ValueError(f"video_grid_thw lists {len(grids)} videos but the prompts hold {video}")
+        return layouts
+
+    def pixels(self, captured: dict[str, Any], sample_sizes: list[int]) -> list[torch.Tensor] | None:
+        values, grids = captured.get("pixel_values_videos"), captured.get("video_grid_thw")
+        if values is None or grids is None:
+            return None
+        merge, tp = self._merge(), self._temporal_patch()
+        channels = 3
+        patch = int(round((values.shape[-1] / (channels * tp)) ** 0.5))
+        mean = torch.tensor(self.pixel_mean, dtype=torch.float32, device=values.device).view(1, 1, channels, 1)
+        std = torch.tensor(self.pixel_std, dtype=torch.float32, device=values.device).view(1, 1, channels, 1)
+        per_video, start = [], 0
+        for t, h, w in grids.tolist():
+            rows = values[start : start + t * h * w].float()
+            start += t * h * w
+            hm, wm = h // merge, w // merge
+            grid = rows.view(t, hm, wm, merge, merge, channels, tp, patch, patch)
+            grid = grid.permute(0, 1, 2, 6, 5, 3, 4, 7, 8).reshape(t * hm * wm, tp, channels, -1)
+            per_video.append(grid * std + mean)
+        flat = torch.cat(per_video) if per_video else values.new_zeros(0, tp, channels, 0)
+        return list(torch.split(flat, sample_sizes))
+
+
+class Qwen3VLAdapter(QwenVLAdapter):
+    """Qwen3-VL: as Qwen2.5-VL, plus deepstack features that must follow the kept visual rows.
+
+    Each frame is preceded by a ``<t seconds>`` timestamp and wrapped in vision start/end tokens;
+    those are text rows, so vtc never drops them.
+    """
+
+    model_types = ("qwen3_vl",)
+    family = "Qwen3-VL"
+    pixel_mean = HALF
+    pixel_std = HALF
+
+    def compact_lm_kwargs(
+        self, kwargs: dict[str, Any], gather: torch.Tensor, valid: torch.Tensor, kept: torch.Tensor
+    ) -> None:
+        masks = kwargs.get("visual_pos_masks")
+        if masks is None:
+            return
+        embeds = kwargs.get("deepstack_visual_embeds")
+        if embeds is not None:
+            keep_rows = kept[masks]
+            kwargs["deepstack_visual_embeds"] = [e[keep_rows] for e in embeds]
+        kwargs["visual_pos_masks"] = masks.gather(1, gather) & valid
+
+    def install(self, engine: Any) -> list[Callable[[], None]]:
+        """Route deepstack injection through the engine when a layer cut shortened the sequence."""
+        lm = self.language_model()
+        original = lm._deepstack_process
+
+        def deepstack_process(_self: Any, hidden_states: torch.Tensor, masks: torch.Tensor, embeds: torch.Tensor):
+            if hidden_states.shape[1] != masks.shape[1]:
+                masks, embeds = engine.follow_layer_cuts(masks, embeds)
+            return original(hidden_states, masks, embeds)
+
+        lm._deepstack_process = types.MethodType(deepstack_process, lm)
+
+        def remove() -> None:
+            del lm._deepstack_process
+
+        return [remove]
+
+
+def _empty_layout(device: torch.device) -> VisualLayout:
+    empty = torch.zeros(0, dtype=torch.long, device=device)
+    return VisualLayout(empty, torch.zeros(0, 3, dtype=torch.long, device=device), empty, empty.float(), (0, 0, 0))
+
+
+def _grid_layout(rows: torch.Tensor, parts: list[tuple[int, int, int, float]]) -> VisualLayout:
+    """Coordinates of videos laid out t-major, h, w; later videos continue the frame count, times restart."""
+    device = rows.device
+    coords, times, frame_offset = [], [], 0
+    for t, h, w, seconds in parts:
+        tt, hh, ww = torch.meshgrid(
+            torch.arange(t, device=device), torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"
+        )
+        coords.append(torch.stack([tt.flatten() + frame_offset, hh.flatten(), ww.flatten()], dim=1))
+        times.append(tt.flatten().float() * seconds)
+        frame_offset += t
+    coords_t = torch.cat(coords)
+    height = max(p[1] for p in parts)
+    width = max(p[2] for p in parts)
+    return VisualLayout(rows, coords_t, coords_t[:, 0].clone(), torch.cat(times), (frame_offset, height, width))

@@ -1,0 +1,162 @@
+"""Tiny random-initialised models of each supported family, with real processors built in code.
+
+The Hub is unreachable in tests, so every tokenizer is a 256-symbol byte-level BPE vocabulary plus
+the family's special tokens: a real tokenizer of the family's class, no download.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|image_pad|>", "<|video_pad|>",
+]
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+
+
+def byte_level_vocab() -> dict[str, int]:
+    """GPT-2's reversible byte -> printable-character table, then the special tokens."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = [], 0
+    for byte in range(256):
+        if byte in printable:
+            chars.append(chr(byte))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    vocab = {c: i for i, c in enumerate(chars)}
+    for token in SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    return vocab
+
+
+def build_tokenizer():
+    from transformers import Qwen2Tokenizer
+
+    vocab = byte_level_vocab()
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+    return tokenizer
+
+
+def _text_config(vocab_size: int, **extra: Any) -> dict[str, Any]:
+    return dict(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}, **extra,
+    )
+
+
+@dataclass
+class Tiny:
+    family: str
+    model: Any
+    processor: Any
+
+    def inputs(self, videos: list[np.ndarray], questions: list[str] | None = None, **kwargs: Any) -> dict:
+        """Batch inputs through the real processor (left padding), one video per prompt."""
+        questions = questions or ["What happens?"] * len(videos)
+        texts = [
+            f"<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>{q}<|im_end|>\n<|im_start|>assistant\n"
+            for q in questions
+        ]
+        self.processor.tokenizer.padding_side = "left"
+        extra = {"fps": 2.0}
+        metadata = [_metadata(len(v)) for v in videos]
+        return self.processor(
+            text=texts, videos=videos, padding=True, return_tensors="pt", do_sample_frames=False,
+            video_metadata=metadata, **extra, **kwargs,
+        )
+
+
+def _metadata(num_frames: int):
+    from transformers.video_utils import VideoMetadata
+
+    return VideoMetadata(total_num_frames=num_frames, fps=2.0, frames_indices=list(range(num_frames)))
+
+
+@lru_cache(maxsize=None)
+def _build(family: str, seed: int) -> Tiny:
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    vocab_size = len(tokenizer)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    common = dict(
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    if family == "qwen2_vl":
+        from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
+                                  Qwen2VLProcessor, Qwen2VLVideoProcessor)
+
+        config = Qwen2VLConfig(
+            text_config=_text_config(vocab_size),
+            vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14,
+                               spatial_merge_size=2, temporal_patch_size=2),
+            **common,
+        )
+        model = Qwen2VLForConditionalGeneration(config)
+        sizes = dict(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112})
+        processor = Qwen2VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen2VLVideoProcessor(**sizes))
+    elif family == "qwen2_5_vl":
+        from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
+                                  Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+
+        config = Qwen2_5_VLConfig(
+            text_config=_text_config(vocab_size),
+            vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                               patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                               fullatt_block_indexes=[1], tokens_per_second=2),
+            **common,
+        )
+        model = Qwen2_5_VLForConditionalGeneration(config)
+        sizes = dict(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112})
+        processor = Qwen2_5_VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen2VLVideoProcessor(**sizes))
+    elif family == "qwen3_vl":
+        from transformers import (Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
+                                  Qwen3VLProcessor, Qwen3VLVideoProcessor)
+
+        config = Qwen3VLConfig(
+            text_config=_text_config(vocab_size, head_dim=16),
+            vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                               patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+                               deepstack_visual_indexes=[0, 1]),
+            **common,
+        )
+        model = Qwen3VLForConditionalGeneration(config)
+        sizes = dict(size={"shortest_edge": 64 * 64, "longest_edge": 128 * 128 * 8}, patch_size=16)
+        processor = Qwen3VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen3VLVideoProcessor(**sizes))
+    else:
+        raise ValueError(f"no tiny builder for {family!r}")
+    model.eval()
+    return Tiny(family, model, processor)
+
+
+def tiny(family: str, seed: int = 0) -> Tiny:
+    """A cached tiny model + processor; callers must not leave it wrapped (tests unwrap in finally)."""
+    return _build(family, seed)
+
+
+def video(num_frames: int = 8, size: int = 112, seed: int = 0, static: float = 0.8) -> np.ndarray:
+    """A [T, H, W, 3] uint8 clip: a fixed background with per-frame noise and a moving square.
+
+    ``static`` is the share of the background that stays (nearly) unchanged, so DTD-style methods
+    have real redundancy to find.
+    """
+    rng = np.random.default_rng(seed)
+    background = rng.integers(0, 256, size=(size, size, 3)).astype(np.float32)
+    frames = []
+    for t in range(num_frames):
+        frame = background + rng.normal(0, 4, size=background.shape)
+        churn = rng.random((size, size)) > static
+        frame[churn] = rng.integers(0, 256, size=(int(churn.sum()), 3))
+        x = (t * 9) % (size - 24)
+        frame[40:64, x : x + 24] = (255, 0, 0)
+        frames.append(np.clip(frame, 0, 255).astype(np.uint8))
+    return np.stack(frames)

@@ -1,0 +1,78 @@
+"""``wrap`` / ``unwrap`` / ``compressed``: the two-line entry points."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+from torch import nn
+
+from .budget import Budget, Scope
+from .engine import Engine
+from .method import Method
+from .pipeline import Pipeline, as_pipeline
+
+_ENGINE_ATTR = "_vtc_engine"
+
+
+def wrap(
+    model: nn.Module,
+    method: str | Method | Pipeline,
+    *,
+    retain: float | None = None,
+    tokens: int | None = None,
+    scope: Scope = "video",
+    **method_kwargs: Any,
+) -> nn.Module:
+    """Hook ``model`` so every forward/generate compresses its video tokens; returns the same object.
+
+    ``method`` is a registered name (``vtc.list_methods()``), a spec such as ``"dtd:0.5>fastv@2:0.5"``,
+    a method instance or a ``Pipeline``. ``retain``/``tokens``/``scope`` set the budget of every step
+    that has none of its own; extra keyword arguments set knobs of a single named method.
+    Wrapping an already wrapped model replaces the previous compression.
+    """
+    unwrap(model)
+    adapter = _adapter_for(model)
+    engine = Engine(model, adapter, as_pipeline(method, **method_kwargs), Budget(retain, tokens, scope))
+    engine.install()
+    setattr(model, _ENGINE_ATTR, engine)
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """Remove every vtc hook from ``model`` (a no-op on a model that is not wrapped)."""
+    engine = getattr(model, _ENGINE_ATTR, None)
+    if engine is not None:
+        engine.remove()
+        delattr(model, _ENGINE_ATTR)
+    if hasattr(model, "vtc_stats"):
+        del model.vtc_stats
+    return model
+
+
+def is_wrapped(model: nn.Module) -> bool:
+    return getattr(model, _ENGINE_ATTR, None) is not None
+
+
+@contextlib.contextmanager
+def compressed(model: nn.Module, method: str | Method | Pipeline, **kwargs: Any) -> Iterator[nn.Module]:
+    """``with vtc.compressed(model, "dtd", retain=0.2):`` compress inside the block only.
+
+    A compression that was active before the block is restored after it.
+    """
+    previous = getattr(model, _ENGINE_ATTR, None)
+    if previous is not None:
+        previous.remove()
+        delattr(model, _ENGINE_ATTR)
+    try:
+        yield wrap(model, method, **kwargs)
+    finally:
+        unwrap(model)
+        if previous is not None:
+            previous.install()
+            setattr(model, _ENGINE_ATTR, previous)
+
+
+def _adapter_for(model: nn.Module):
+    from .patches import adapter_for
+
+    return adapter_for(model)

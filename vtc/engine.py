@@ -1,0 +1,399 @@
+"""The two generic hooks (prefill stage and layer stage) that apply a Pipeline to a wrapped model.
+
+Prefill: a forward pre-hook on the language model sees ``inputs_embeds`` with the visual features
+scattered in, the full position ids and the padding mask; it keeps the chosen rows of all three
+(re-left-padding the batch), so kept tokens keep their original (M-)RoPE ids. During decoding it
+maps generate()'s full-length padding mask onto the shorter KV cache.
+
+Layer: a pre-hook on decoder layer K trims hidden states, rotary cos/sin, positions and the mask
+using the last prompt token's attention recorded at layer K-1; later layers get the trimmed
+versions. The KV cache keeps full length below K and the short length from K on.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import attention
+from .budget import Budget
+from .pipeline import Pipeline, Step
+from .sequence import Compaction, new_rows, text_positions
+from .stats import CompressionStats, StageRecord, sorted_list
+from .tokens import VisualTokens
+
+
+@dataclass
+class _Cut:
+    layer: int
+    composed: Compaction  # relative to the layout that entered the LLM
+
+
+@dataclass
+class _Forward:
+    """One prefill and the decode steps that follow it on the same cache."""
+
+    cache: Any
+    orig_len: int
+    prefill: Compaction
+    rewritten: bool
+    n_dropped: torch.Tensor
+    mask_2d: torch.Tensor  # padding mask of the layout that entered the LLM
+    visual: list[VisualTokens]  # per sample, ``index`` = rows in the current layout
+    phase: str = "prefill"
+    cuts: list[_Cut] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    layer_mask_2d: torch.Tensor | None = None
+    recorded: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+class Engine:
+    """Owns every hook vtc puts on one model; ``remove`` restores the model exactly."""
+
+    def __init__(self, model: nn.Module, adapter: Any, pipeline: Pipeline, budget: Budget) -> None:
+        self.model, self.adapter, self.pipeline, self.budget = model, adapter, pipeline, budget
+        self.prefill_steps = pipeline.of_stage("prefill")
+        self.layer_steps = pipeline.of_stage("layer")
+        unsupported = [s.method.name for s in pipeline.steps if s.method.stage not in ("prefill", "layer")]
+        if unsupported:
+            raise NotImplementedError(
+                f"methods {unsupported} act at a stage this version of vtc cannot hook yet (prefill and layer only)"
+            )
+        self.num_layers = len(adapter.decoder_layers())
+        for step in self.layer_steps:
+            if not 1 <= step.method.layer < self.num_layers:
+                raise ValueError(
+                    f"{step.method.name} acts at layer {step.method.layer}, but it needs the attention of the layer "
+                    f"before, so it must be in 1..{self.num_layers - 1} for this model"
+                )
+        self.state: _Forward | None = None
+        self._captured: dict[str, Any] | None = None
+        self._encoded_video: dict[str, Any] = {}
+        self._removers: list[Callable[[], None]] = []
+
+    # -- installation --------------------------------------------------------------------------------
+    def install(self) -> None:
+        base, lm = self.adapter.base_model(), self.adapter.language_model()
+        self._removers.append(base.register_forward_pre_hook(self._capture, with_kwargs=True).remove)
+        self._removers.append(self._record_video_encoding(base))
+        self._removers.append(lm.register_forward_pre_hook(self._language_model_pre_hook, with_kwargs=True).remove)
+        if self.layer_steps:
+            self._install_layer_stage()
+        self._removers.extend(self.adapter.install(self))
+
+    def remove(self) -> None:
+        while self._removers:
+            self._removers.pop()()
+        self.state = None
+
+    def _install_layer_stage(self) -> None:
+        config = self.adapter.text_config()
+        original = config._attn_implementation
+        config._attn_implementation_internal = attention.recording_name(original)
+
+        def restore() -> None:
+            config._attn_implementation_internal = original
+
+        self._removers.append(restore)
+        layers = self.adapter.decoder_layers()
+        for step in self.layer_steps:
+            attn_module = layers[step.method.layer - 1].self_attn
+            attn_module._vtc_recorder = self._record
+            self._removers.append(lambda m=attn_module: delattr(m, "_vtc_recorder"))
+        first = min(s.method.layer for s in self.layer_steps)
+        for idx in range(first, self.num_layers):
+            hook = layers[idx].register_forward_pre_hook(self._layer_hook(idx), with_kwargs=True)
+            self._removers.append(hook.remove)
+
+    def _record_video_encoding(self, base: nn.Module) -> Callable[[], None]:
+        """Remember the arguments of the latest video encoding.
+
+        generate() encodes videos before the prefill forward and then passes only the features
+        (``mm_encoder_outputs``), so the grid and pixels must be caught where they are encoded.
+        The wrapper is an instance attribute, removed by ``unwrap``.
+        """
+        original = base.get_video_features
+        signature = inspect.signature(original)
+
+        def get_video_features(*args: Any, **kwargs: Any):
+            bound = signature.bind(*args, **kwargs)
+            self._encoded_video = dict(bound.arguments)
+            return original(*args, **kwargs)
+
+        base.get_video_features = functools.wraps(original)(get_video_features)
+        return lambda: delattr(base, "get_video_features")
+
+    # -- prefill stage -----------------------------------------------------------------------------
+    def _capture(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._captured = kwargs
+
+    def _language_model_pre_hook(self, module: nn.Module, args: tuple, kwargs: dict):
+        captured, self._captured = self._captured, None
+        encoded, self._encoded_video = self._encoded_video, {}
+        if captured is not None:
+            captured = {**encoded, **{k: v for k, v in captured.items() if v is not None}}
+        cache = kwargs.get("past_key_values")
+        if cache is not None and getattr(cache, "is_compileable", False):
+            raise ValueError(
+                "vtc cannot compress into a static/compileable KV cache (its length is fixed); "
+                "use the default DynamicCache (cache_implementation='dynamic')"
+            )
+        past = cache.get_seq_length() if cache is not None else 0
+        has_video = captured is not None and self._has_video(captured)
+        if past == 0:
+            self.state = None
+            if not has_video:
+                return None
+            return self._prefill(captured, kwargs)
+        if has_video:
+            raise ValueError("vtc cannot add a new video to an existing KV cache; start generation from an empty cache")
+        if self.state is not None and cache is self.state.cache:
+            return self._decode(kwargs)
+        return None
+
+    def _has_video(self, captured: dict) -> bool:
+        input_ids = captured.get("input_ids")
+        if input_ids is None:
+            if captured.get("pixel_values_videos") is not None:
+                raise ValueError("vtc needs input_ids to locate the video tokens; pass input_ids, not inputs_embeds")
+            return False
+        return bool((input_ids == self.adapter.visual_token_id()).any())
+
+    def _prefill(self, captured: dict, kwargs: dict):
+        embeds, mask = kwargs["inputs_embeds"], kwargs.get("attention_mask")
+        if kwargs.get("position_ids") is None:
+            raise ValueError("vtc needs the model's position ids at the language model; none were computed")
+        input_ids = captured["input_ids"]
+        visual = input_ids == self.adapter.visual_token_id()
+        if mask is not None:
+            visual &= mask.bool()
+        layouts = self.adapter.layouts(captured, visual)
+        stats = CompressionStats(visual_tokens=[int(lay.rows.numel()) for lay in layouts], num_layers=self.num_layers)
+        tokens = [
+            VisualTokens(
+                features=embeds[b, lay.rows], coords=lay.coords, frame=lay.frame, time=lay.time, index=lay.rows,
+                grid=lay.grid, source=torch.arange(lay.rows.numel(), device=embeds.device),
+            )
+            for b, lay in enumerate(layouts)
+        ]
+        if any("pixels" in s.method.needs for s in self.prefill_steps):
+            pixels = self.adapter.pixels(captured, [len(t) for t in tokens])
+            if pixels is None:
+                raise ValueError("this method needs the raw video pixels (pixel_values_videos), which were not passed")
+            for tok, pix in zip(tokens, pixels):
+                tok.pixels = pix
+        replaced = False
+        for step in self.prefill_steps:
+            tokens, merged = self._run_step(step, tokens, stats, layer=None)
+            replaced |= merged
+        if replaced:
+            embeds = embeds.clone()
+            for b, tok in enumerate(tokens):
+                embeds[b, tok.index] = tok.features.to(embeds.dtype)
+        kept = ~visual
+        for b, tok in enumerate(tokens):
+            kept[b, tok.index] = True
+        compaction = Compaction.from_kept(kept)
+        stats.kept_indices = [sorted_list(t.source) for t in tokens]
+        self.model.vtc_stats = stats
+        rewrite = replaced or not compaction.identity
+        new_mask = compaction.mask_2d(mask) if rewrite else (mask if mask is not None else compaction.valid.long())
+        for b, tok in enumerate(tokens):
+            tok.index = new_rows(compaction, tok.index, b)
+        self.state = _Forward(
+            cache=kwargs.get("past_key_values"), orig_len=kept.shape[1], prefill=compaction, rewritten=rewrite,
+            n_dropped=(~kept).sum(dim=1), mask_2d=new_mask, visual=tokens,
+        )
+        if not rewrite:
+            return None
+        kwargs = dict(kwargs)
+        kwargs["inputs_embeds"] = compaction.rows(embeds)
+        kwargs["attention_mask"] = new_mask
+        kwargs["position_ids"] = self._compact_positions(kwargs["position_ids"], compaction, new_mask)
+        self.adapter.compact_lm_kwargs(kwargs, compaction.gather, compaction.valid, kept)
+        return args_kwargs(kwargs)
+
+    @staticmethod
+    def _compact_positions(positions: torch.Tensor, compaction: Compaction, new_mask: torch.Tensor) -> torch.Tensor:
+        if positions.ndim == 2:
+            return compaction.rows(positions)
+        out = compaction.rows(positions, seq_dim=2)
+        if out.shape[0] == 4:  # row 0 = text positions, used only for masks / flash-attention packing
+            out = out.clone()
+            out[0] = text_positions(new_mask)
+        return out
+
+    def _run_step(self, step: Step, tokens: list[VisualTokens], stats: CompressionStats, layer: int | None):
+        budget = step.method.resolve_budget(step.budget or self.budget)
+        start = _clock(tokens)
+        out, merged = [], False
+        for tok in tokens:
+            if len(tok) == 0:
+                out.append(tok)
+                continue
+            selection = step.method.compress(tok, budget)
+            merged |= selection.features is not None
+            out.append(tok.subset(selection.keep, selection.features))
+        stats.stages.append(
+            StageRecord(
+                method=step.method.name, stage=step.method.stage, layer=layer,
+                tokens_before=[len(t) for t in tokens], tokens_after=[len(t) for t in out],
+                ms=(_clock(tokens) - start) * 1000.0,
+            )
+        )
+        return out, merged
+
+    def _decode(self, kwargs: dict):
+        state = self.state
+        state.phase = "decode"
+        if not state.rewritten:
+            return None
+        mask = kwargs.get("attention_mask")
+        q_len = kwargs["inputs_embeds"].shape[1] if kwargs.get("inputs_embeds") is not None else kwargs["input_ids"].shape[1]
+        if mask is None:
+            extra = state.cache.get_seq_length() + q_len - state.mask_2d.shape[1]
+            tail = state.mask_2d.new_ones(state.mask_2d.shape[0], extra)
+        else:
+            tail = mask[:, state.orig_len :]
+        new_mask = torch.cat([state.mask_2d, tail.to(state.mask_2d.dtype)], dim=1)
+        expected = state.cache.get_seq_length() + q_len
+        if new_mask.shape[1] != expected:
+            raise RuntimeError(
+                f"vtc lost track of the sequence: the cache holds {state.cache.get_seq_length()} tokens, "
+                f"{q_len} are new, but the padding mask maps to {new_mask.shape[1]}"
+            )
+        kwargs = dict(kwargs)
+        kwargs["attention_mask"] = new_mask
+        positions = kwargs.get("position_ids")
+        if positions is not None and positions.ndim == 3 and positions.shape[0] == 4:
+            positions = positions.clone()
+            positions[0] -= state.n_dropped.to(positions.device)[:, None]
+            kwargs["position_ids"] = positions
+        return args_kwargs(kwargs)
+
+    # -- layer stage ---------------------------------------------------------------------------------
+    def _record(self, module: nn.Module, attn: torch.Tensor) -> None:
+        if self.state is not None and self.state.phase == "prefill":
+            self.state.recorded[module.layer_idx] = attn
+
+    def _layer_hook(self, idx: int):
+        steps = [s for s in self.layer_steps if s.method.layer == idx]
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict):
+            state = self.state
+            if state is None:
+                return None
+            kwargs = dict(kwargs)
+            hidden = args[0] if args else kwargs.pop("hidden_states")
+            args = args[1:]
+            if state.phase == "prefill":
+                kwargs.update(state.overrides)
+                if steps:
+                    hidden = self._cut(idx, steps, hidden, kwargs)
+            else:
+                cut = next((c for c in reversed(state.cuts) if c.layer <= idx), None)
+                if cut is not None:
+                    kwargs["attention_mask"] = self._decode_layer_mask(cut.composed, kwargs.get("attention_mask"))
+            return (hidden, *args), kwargs
+
+        return hook
+
+    def _cut(self, idx: int, steps: list[Step], hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        state = self.state
+        attn = state.recorded.pop(idx - 1, None)
+        if attn is None:
+            raise RuntimeError(f"no attention was recorded at layer {idx - 1}; the layer stage cannot run")
+        tokens = [
+            VisualTokens(**{**tok.__dict__, "features": hidden[b, tok.index], "attn": attn[b, tok.index]})
+            for b, tok in enumerate(state.visual)
+        ]
+        stats = self.model.vtc_stats
+        for step in steps:
+            tokens, merged = self._run_step(step, tokens, stats, layer=idx)
+            if merged:
+                hidden = hidden.clone()
+                for b, tok in enumerate(tokens):
+                    hidden[b, tok.index] = tok.features.to(hidden.dtype)
+        stats.layer_kept_indices[idx] = [sorted_list(t.source) for t in tokens]
+        visual = torch.zeros(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+        for b, tok in enumerate(state.visual):
+            visual[b, tok.index] = True
+        kept = ~visual
+        for b, tok in enumerate(tokens):
+            kept[b, tok.index] = True
+        local = Compaction.from_kept(kept)
+        for b, tok in enumerate(tokens):
+            tok.index = new_rows(local, tok.index, b)
+        state.visual = tokens
+        previous_mask = state.layer_mask_2d if state.layer_mask_2d is not None else state.mask_2d
+        state.layer_mask_2d = local.mask_2d(previous_mask)
+        composed = local if not state.cuts else state.cuts[-1].composed.then(local)
+        state.cuts.append(_Cut(idx, composed))
+        overrides = {"attention_mask": _prefill_layer_mask(local, kwargs.get("attention_mask"), hidden)}
+        if kwargs.get("position_embeddings") is not None:
+            overrides["position_embeddings"] = tuple(
+                local.rows(_batched(t, hidden.shape[0])) for t in kwargs["position_embeddings"]
+            )
+        if kwargs.get("position_ids") is not None:
+            overrides["position_ids"] = text_positions(state.layer_mask_2d)
+        state.overrides = overrides
+        kwargs.update(overrides)
+        return local.rows(hidden)
+
+    def _decode_layer_mask(self, cut: Compaction, mask: torch.Tensor | None) -> torch.Tensor | None:
+        if mask is None:
+            if bool(cut.valid.all()):
+                return None
+            extra = self.state.cache.get_seq_length() + 1 - cut.kept.shape[1]
+            valid = cut.valid_columns(extra)
+            return valid.long() if _is_flash(self.adapter) else valid[:, None, None, :]
+        if mask.ndim == 2:
+            extra = mask.shape[1] - cut.kept.shape[1]
+            return torch.gather(mask, 1, cut.columns(extra)) * cut.valid_columns(extra).to(mask.dtype)
+        return cut.mask_4d(mask, rows_too=False)
+
+    def follow_layer_cuts(self, masks: torch.Tensor, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Visual-row mask and per-visual-row features as they are after the layer cuts (Qwen3 deepstack)."""
+        if self.state is None or not self.state.cuts:
+            raise RuntimeError("deepstack features do not match the sequence and no vtc layer cut explains why")
+        cut = self.state.cuts[-1].composed
+        return masks.gather(1, cut.gather) & cut.valid, embeds[cut.kept[masks]]
+
+
+def _prefill_layer_mask(local: Compaction, mask: torch.Tensor | None, hidden: torch.Tensor):
+    if mask is None:
+        if bool(local.valid.all()):
+            return None
+        length = local.gather.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()
+        full = causal[None, None] & local.valid[:, None, None, :]
+        eye = torch.eye(length, dtype=torch.bool, device=hidden.device)[None, None]
+        return full | (eye & ~local.valid[:, None, :, None])
+    if mask.ndim == 2:
+        return local.mask_2d(mask)
+    return local.mask_4d(mask, rows_too=True)
+
+
+def _batched(t: torch.Tensor, batch: int) -> torch.Tensor:
+    return t.expand(batch, *t.shape[1:]) if t.shape[0] != batch else t
+
+
+def _is_flash(adapter: Any) -> bool:
+    return "flash" in str(adapter.text_config()._attn_implementation)
+
+
+def _clock(tokens: list[VisualTokens]) -> float:
+    """Wall time, synchronising CUDA first so per-stage milliseconds are real on GPU."""
+    device = next((t.features.device for t in tokens if len(t)), None)
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def args_kwargs(kwargs: dict) -> tuple[tuple, dict]:
+    return (), kwargs

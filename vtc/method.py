@@ -1,0 +1,68 @@
+"""Base classes every compression method derives from."""
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+
+from .budget import Budget
+from .tokens import Selection, VisualTokens
+
+Stage = Literal["select", "vision", "prefill", "layer", "cache"]
+
+
+class Method:
+    """A compression method: a dataclass of validated knobs plus ``compress``.
+
+    Subclasses set ``name`` and ``stage`` and declare which optional inputs they need
+    (``needs`` is a subset of {"attn", "pixels", "query"}) so the engine can provide them
+    and refuse clearly when a family cannot. Layer-stage methods also have an int ``layer``.
+    """
+
+    name: ClassVar[str] = ""
+    stage: ClassVar[Stage] = "prefill"
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
+        raise NotImplementedError
+
+    def resolve_budget(self, budget: Budget) -> Budget:
+        """The budget this method runs with; methods whose own knobs define one override this.
+
+        Refusing an unset budget is deliberate: keeping everything would be a silent no-op.
+        """
+        if not budget.is_set:
+            raise ValueError(f"method {self.name!r} needs a budget: pass retain= or tokens= (or name:0.25 in a spec)")
+        return budget
+
+    def describe(self) -> str:
+        fields = getattr(self, "__dataclass_fields__", {})
+        knobs = ", ".join(f"{k}={getattr(self, k)!r}" for k in fields)
+        return f"{self.name}({knobs})"
+
+
+class ScoreMethod(Method):
+    """A method that only scores tokens; the base class keeps the top-scoring ones under the budget.
+
+    Higher score = more worth keeping. Ties are broken towards the lower index so results are
+    deterministic across devices.
+    """
+
+    def score(self, tokens: VisualTokens) -> torch.Tensor:
+        raise NotImplementedError
+
+    def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
+        scores = self.score(tokens)
+        if scores.shape != (len(tokens),):
+            raise ValueError(f"{self.name}.score returned shape {tuple(scores.shape)}, expected ({len(tokens)},)")
+        if budget.scope == "frame":
+            keep = torch.cat([rows[top_k_stable(scores[rows], budget.count(rows.numel()))] for rows in tokens.frames()])
+        else:
+            keep = top_k_stable(scores, budget.count(len(tokens)))
+        return Selection(keep=torch.sort(keep).values)
+
+
+def top_k_stable(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest scores; equal scores prefer the lower index (unlike torch.topk on CPU)."""
+    order = torch.sort(scores.float(), descending=True, stable=True).indices
+    return order[:k]

@@ -1,0 +1,34 @@
+"""Uniform frame dropping: what fixed-fps sampling amounts to, applied to visual tokens."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..budget import Budget
+from ..method import Method
+from ..registry import register
+from ..tokens import Selection, VisualTokens
+
+
+@register("uniform")
+@dataclass
+class UniformFrames(Method):
+    """Keep whole frames, evenly spaced in time (first and last included when two or more are kept).
+
+    Budget: the number of frames kept is the token budget divided by tokens per frame, rounded to
+    the nearest whole frame (at least one), so an exact ``tokens=`` budget is met only up to one
+    frame; the stats record the real count. ``scope='frame'`` is meaningless here and refused.
+    """
+
+    stage = "prefill"
+
+    def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
+        if budget.scope == "frame":
+            raise ValueError("uniform drops whole frames; a per-frame budget does not apply")
+        frames = tokens.frames()
+        per_frame = len(tokens) / len(frames)
+        n_keep = min(len(frames), max(1, round(budget.count(len(tokens)) / per_frame)))
+        chosen = torch.linspace(0, len(frames) - 1, n_keep).round().long().unique().tolist()
+        keep = torch.cat([frames[i] for i in chosen])
+        return Selection(keep=torch.sort(keep).values)

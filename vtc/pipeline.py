@@ -1,0 +1,137 @@
+"""Ordered methods across stages, and the compact string spec used on the command line."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .budget import Budget
+from .method import Method
+from .registry import get
+
+_STAGE_ORDER = {"select": 0, "vision": 1, "prefill": 2, "layer": 3, "cache": 4}
+_STEP_RE = re.compile(
+    r"^(?P<name>[A-Za-z_][\w-]*)(?:\((?P<args>[^)]*)\))?(?:@(?P<layer>\d+))?(?::(?P<budget>[\d.]+))?$"
+)
+
+
+@dataclass
+class Step:
+    """One method in a pipeline; ``budget`` overrides the pipeline-wide one when set."""
+
+    method: Method
+    budget: Budget | None = None
+
+
+class Pipeline:
+    """Methods applied in stage order; within a stage, in the order given.
+
+    A string spec chains steps with ``>``: ``"dtd:0.5>fastv@2:0.5"``. Each step is
+    ``name[(knob=value,...)][@layer][:budget]`` where a budget <= 1 is a retain fraction and a
+    larger integer an absolute token count. A step's budget is relative to the tokens that step
+    receives; steps without one use the budget given to ``vtc.wrap``.
+    """
+
+    def __init__(self, *steps: Method | Step) -> None:
+        if not steps:
+            raise ValueError("a Pipeline needs at least one method")
+        self.steps = [s if isinstance(s, Step) else Step(s) for s in steps]
+        for step in self.steps:
+            if not isinstance(step.method, Method):
+                raise TypeError(f"Pipeline steps must be vtc methods, got {type(step.method).__name__}")
+        ranks = [_STAGE_ORDER[s.method.stage] for s in self.steps]
+        if ranks != sorted(ranks):
+            order = " > ".join(f"{s.method.name}[{s.method.stage}]" for s in self.steps)
+            raise ValueError(f"pipeline steps must follow stage order select>vision>prefill>layer>cache: {order}")
+        layers = [s.method.layer for s in self.steps if s.method.stage == "layer"]
+        if layers != sorted(layers) or len(set(layers)) != len(layers):
+            raise ValueError(f"layer-stage steps must act at strictly increasing layers, got {layers}")
+
+    @classmethod
+    def parse(cls, spec: str) -> "Pipeline":
+        steps = [_parse_step(part.strip()) for part in spec.split(">") if part.strip()]
+        if not steps:
+            raise ValueError(f"empty method spec {spec!r}")
+        return cls(*steps)
+
+    def of_stage(self, stage: str) -> list[Step]:
+        return [s for s in self.steps if s.method.stage == stage]
+
+    def describe(self) -> str:
+        return " > ".join(
+            s.method.describe() + (f" [{s.budget.describe()}]" if s.budget else "") for s in self.steps
+        )
+
+
+def as_pipeline(method: "str | Method | Pipeline", **method_kwargs: Any) -> Pipeline:
+    """Accept what users pass to ``vtc.wrap``: a name, a spec string, a method or a pipeline."""
+    if isinstance(method, Pipeline):
+        if method_kwargs:
+            raise TypeError("method keyword arguments cannot be combined with a Pipeline")
+        return method
+    if isinstance(method, Method):
+        if method_kwargs:
+            raise TypeError("method keyword arguments cannot be combined with a method instance")
+        return Pipeline(method)
+    if not isinstance(method, str):
+        raise TypeError(f"expected a method name, spec, Method or Pipeline, got {type(method).__name__}")
+    pipeline = Pipeline.parse(method)
+    if method_kwargs:
+        if len(pipeline.steps) != 1:
+            raise TypeError("method keyword arguments need a single-method spec; use name(knob=value) in the spec")
+        step = pipeline.steps[0]
+        step.method = dataclasses.replace(step.method, **method_kwargs)
+    return pipeline
+
+
+def _parse_step(text: str) -> Step:
+    match = _STEP_RE.match(text)
+    if not match:
+        raise ValueError(f"cannot parse method step {text!r}; expected name[(knob=value,...)][@layer][:budget]")
+    cls = get(match["name"])
+    kwargs = _parse_kwargs(match["args"] or "")
+    if match["layer"] is not None:
+        if cls.stage != "layer":
+            raise ValueError(f"{match['name']!r} is a {cls.stage}-stage method; '@layer' applies to layer methods only")
+        kwargs["layer"] = int(match["layer"])
+    try:
+        method = cls(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad knobs for {match['name']!r}: {err}") from None
+    return Step(method, _parse_budget(match["budget"]))
+
+
+def _parse_budget(text: str | None) -> Budget | None:
+    if text is None:
+        return None
+    value = float(text)
+    if value <= 1.0:
+        return Budget(retain=value)
+    if value != int(value):
+        raise ValueError(f"a token budget must be an integer, got {text}")
+    return Budget(tokens=int(value))
+
+
+def _parse_kwargs(text: str) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in item:
+            raise ValueError(f"method knob {item!r} must be written key=value")
+        key, raw = (s.strip() for s in item.split("=", 1))
+        kwargs[key] = _parse_value(raw)
+    return kwargs
+
+
+def _parse_value(raw: str) -> Any:
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for convert in (int, float):
+        try:
+            return convert(raw)
+        except ValueError:
+            pass
+    return raw

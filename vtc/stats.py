@@ -1,0 +1,106 @@
+"""What each stage kept and what it cost, recorded after every forward as ``model.vtc_stats``."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+
+@dataclass
+class StageRecord:
+    """One method's effect on one forward: per-sample token counts before/after and time spent."""
+
+    method: str
+    stage: str
+    layer: int | None
+    tokens_before: list[int]
+    tokens_after: list[int]
+    ms: float
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CompressionStats:
+    """Per-forward record of compression.
+
+    ``kept_indices[i]`` lists, sorted and 0-based among sample i's visual tokens, those that
+    entered the LLM (after every prefill-stage method). ``layer_kept_indices[k][i]`` does the same
+    for the tokens that continued past layer k. ``visual_tokens[i]`` is sample i's count before
+    compression. ``flop_retention`` is the FLOP-equivalent retention: the mean over LLM layers of
+    the fraction of visual tokens each layer processes (the definition HoliTom/FlashVID report).
+    """
+
+    visual_tokens: list[int] = field(default_factory=list)
+    kept_indices: list[list[int]] = field(default_factory=list)
+    layer_kept_indices: dict[int, list[list[int]]] = field(default_factory=dict)
+    stages: list[StageRecord] = field(default_factory=list)
+    num_layers: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tokens_kept(self) -> list[int]:
+        return [len(k) for k in self.kept_indices]
+
+    @property
+    def retention(self) -> float:
+        """Fraction of visual tokens that entered the LLM, over the batch."""
+        total = sum(self.visual_tokens)
+        return sum(self.tokens_kept) / total if total else 1.0
+
+    @property
+    def flop_retention(self) -> float:
+        total = sum(self.visual_tokens)
+        if not total or not self.num_layers:
+            return self.retention
+        per_layer = []
+        current = sum(self.tokens_kept)
+        cuts = {k: sum(len(s) for s in v) for k, v in self.layer_kept_indices.items()}
+        for layer in range(self.num_layers):
+            current = cuts.get(layer, current)
+            per_layer.append(current / total)
+        return sum(per_layer) / len(per_layer)
+
+    @property
+    def ms_per_stage(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for rec in self.stages:
+            key = rec.method if rec.layer is None else f"{rec.method}@{rec.layer}"
+            out[key] = out.get(key, 0.0) + rec.ms
+        return out
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["layer_kept_indices"] = {str(k): v for k, v in self.layer_kept_indices.items()}
+        data.update(
+            tokens_kept=self.tokens_kept,
+            retention=self.retention,
+            flop_retention=self.flop_retention,
+            ms_per_stage=self.ms_per_stage,
+        )
+        return data
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def table(self) -> str:
+        """A small human-readable table: one row per stage, tokens summed over the batch."""
+        rows = [("stage", "method", "tokens in", "tokens out", "ms")]
+        for rec in self.stages:
+            where = rec.stage if rec.layer is None else f"{rec.stage}@{rec.layer}"
+            rows.append((where, rec.method, str(sum(rec.tokens_before)), str(sum(rec.tokens_after)), f"{rec.ms:.1f}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        lines.append(
+            f"visual tokens {sum(self.visual_tokens)} -> {sum(self.tokens_kept)} entering the LLM "
+            f"(retention {self.retention:.3f}, FLOP-equivalent {self.flop_retention:.3f})"
+        )
+        lines.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def sorted_list(indices: torch.Tensor) -> list[int]:
+    return torch.sort(indices.flatten()).values.tolist()

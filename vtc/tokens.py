@@ -1,0 +1,91 @@
+"""The values that flow between the engine and the methods: what a method sees and what it returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+
+@dataclass
+class VisualTokens:
+    """One sample's visual tokens at the point a method acts.
+
+    Methods only ever see this, never a model class: everything family-specific is resolved
+    by the adapter in ``vtc.patches`` before a method runs.
+
+    features: [N, D] hidden states of the visual rows (LLM input for prefill, layer input for layer).
+    coords:   [N, 3] (t, h, w) on the family's token grid (t counts temporal tokens).
+    frame:    [N] index of the temporal token group (0-based, per sample).
+    time:     [N] seconds in the source video.
+    index:    [N] row of each token in the prompt sequence the method was called on.
+    grid:     (T, H, W) of the full token grid before any compression.
+    attn:     [N] optional saliency: last text token's head-averaged attention (layer stage).
+    query:    [D] optional text embedding of the question.
+    pixels:   [N, tp, C, P] optional raw (de-normalised) pixels of each token's patch, per temporal sub-frame.
+    source:   [N] index of each token among the sample's original visual tokens.
+    """
+
+    features: torch.Tensor
+    coords: torch.Tensor
+    frame: torch.Tensor
+    time: torch.Tensor
+    index: torch.Tensor
+    grid: tuple[int, int, int]
+    source: torch.Tensor
+    attn: torch.Tensor | None = None
+    query: torch.Tensor | None = None
+    pixels: torch.Tensor | None = None
+    extras: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frame.unique().numel()) if len(self) else 0
+
+    def frames(self) -> list[torch.Tensor]:
+        """Row indices of each frame present, in increasing frame order."""
+        order = torch.argsort(self.frame, stable=True)
+        counts = torch.unique_consecutive(self.frame[order], return_counts=True)[1]
+        return list(torch.split(order, counts.tolist()))
+
+    def subset(self, keep: torch.Tensor, features: torch.Tensor | None = None) -> "VisualTokens":
+        """The tokens at rows ``keep`` (sorted), optionally with replaced (merged) features."""
+        def take(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[keep]
+
+        return replace(
+            self,
+            features=self.features[keep] if features is None else features,
+            coords=self.coords[keep],
+            frame=self.frame[keep],
+            time=self.time[keep],
+            index=self.index[keep],
+            source=self.source[keep],
+            attn=take(self.attn),
+            pixels=take(self.pixels),
+        )
+
+
+@dataclass
+class Selection:
+    """What a method decided: the rows to keep and, for merging methods, their new features.
+
+    keep:     [K] sorted row indices into the method's ``VisualTokens``.
+    features: [K, D] optional replacement features for the kept rows (merging). Merged tokens
+              always take the position ids of the kept row they replace.
+    """
+
+    keep: torch.Tensor
+    features: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep.ndim != 1:
+            raise ValueError(f"Selection.keep must be 1-D, got shape {tuple(self.keep.shape)}")
+        if self.keep.numel() > 1 and not bool((self.keep[1:] > self.keep[:-1]).all()):
+            raise ValueError("Selection.keep must be strictly increasing (sorted, no duplicates)")
+        if self.features is not None and self.features.shape[0] != self.keep.numel():
+            raise ValueError(
+                f"Selection.features has {self.features.shape[0]} rows for {self.keep.numel()} kept tokens"
+            )
