@@ -82,21 +82,34 @@ class QwenVLAdapter(FamilyAdapter):
         values, grids = captured.get("pixel_values_videos"), captured.get("video_grid_thw")
         if values is None or grids is None:
             return None
-        merge, tp = self._merge(), self._temporal_patch()
-        channels = 3
-        patch = int(round((values.shape[-1] / (channels * tp)) ** 0.5))
-        mean = torch.tensor(self.pixel_mean, dtype=torch.float32, device=values.device).view(1, 1, channels, 1)
-        std = torch.tensor(self.pixel_std, dtype=torch.float32, device=values.device).view(1, 1, channels, 1)
-        per_video, start = [], 0
-        for t, h, w in grids.tolist():
-            rows = values[start : start + t * h * w].float()
-            start += t * h * w
-            hm, wm = h // merge, w // merge
-            grid = rows.view(t, hm, wm, merge, merge, channels, tp, patch, patch)
-            grid = grid.permute(0, 1, 2, 6, 5, 3, 4, 7, 8).reshape(t * hm * wm, tp, channels, -1)
-            per_video.append(grid * std + mean)
-        flat = torch.cat(per_video) if per_video else values.new_zeros(0, tp, channels, 0)
+        flat = token_pixels(values, grids, self._merge(), self._temporal_patch(), self.pixel_mean, self.pixel_std)
         return list(torch.split(flat, sample_sizes))
+
+
+def token_pixels(
+    values: torch.Tensor, grids: torch.Tensor, merge: int, temporal_patch: int,
+    mean: tuple[float, ...], std: tuple[float, ...],
+) -> torch.Tensor:
+    """Raw pixels [N, tp, C, P] of every merged video token from ``pixel_values_videos``.
+
+    The Qwen processor flattens each video as (T, H/m, W/m, m, m, C, tp, p, p); this undoes that
+    order and the mean/std normalisation, so pixel-level methods compare real intensities in [0, 1].
+    """
+    channels = len(mean)
+    patch = int(round((values.shape[-1] / (channels * temporal_patch)) ** 0.5))
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=values.device).view(1, 1, channels, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=values.device).view(1, 1, channels, 1)
+    per_video, start = [], 0
+    for t, h, w in grids.tolist():
+        rows = values[start : start + t * h * w].float()
+        start += t * h * w
+        hm, wm = h // merge, w // merge
+        grid = rows.view(t, hm, wm, merge, merge, channels, temporal_patch, patch, patch)
+        grid = grid.permute(0, 1, 2, 6, 5, 3, 4, 7, 8).reshape(t * hm * wm, temporal_patch, channels, -1)
+        per_video.append(grid * std_t + mean_t)
+    if not per_video:
+        return values.new_zeros(0, temporal_patch, channels, 0)
+    return torch.cat(per_video)
 
 
 class Qwen3VLAdapter(QwenVLAdapter):

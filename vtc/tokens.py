@@ -37,6 +37,21 @@ class VisualTokens:
     pixels: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_grid(cls, features: torch.Tensor, grid: tuple[int, int, int], seconds_per_frame: float = 1.0) -> "VisualTokens":
+        """Tokens of one video laid out t-major, then h, then w (the order every supported family uses)."""
+        t, h, w = grid
+        if features.shape[0] != t * h * w:
+            raise ValueError(f"{features.shape[0]} features do not fill a {t}x{h}x{w} grid")
+        device = features.device
+        tt, hh, ww = torch.meshgrid(
+            torch.arange(t, device=device), torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"
+        )
+        coords = torch.stack([tt.flatten(), hh.flatten(), ww.flatten()], dim=1)
+        rows = torch.arange(features.shape[0], device=device)
+        return cls(features=features, coords=coords, frame=coords[:, 0].clone(),
+                   time=coords[:, 0].float() * seconds_per_frame, index=rows, grid=(t, h, w), source=rows.clone())
+
     def __len__(self) -> int:
         return int(self.features.shape[0])
 

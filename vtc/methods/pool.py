@@ -19,8 +19,9 @@ class SpatialPool(Method):
 
     The merged token is the plain mean of the block's tokens and takes the position ids of the
     block's top-left token. Blocks at a ragged edge average what they hold. Budget: when one is
-    given, ``size`` becomes round(sqrt(1/retain)) (retain 0.25 -> 2x2), so the result is the
-    nearest grid pooling, not an exact count; the stats record the real count.
+    given, ``size`` is the smallest block whose pooling stays within it, ceil(sqrt(1/retain))
+    (retain 0.25 -> 2x2, 0.5 -> 2x2, 0.1 -> 4x4): a grid cannot hit an arbitrary count, so the
+    result keeps at most the budget and the stats record the real count.
     """
 
     size: int | None = None
@@ -41,7 +42,7 @@ class SpatialPool(Method):
         if not budget.is_set:
             return 2
         fraction = budget.count(len(tokens)) / len(tokens)
-        return max(1, round(math.sqrt(1.0 / fraction)))
+        return max(1, math.ceil(math.sqrt(1.0 / fraction) - 1e-9))
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         size = self.block_size(tokens, budget)

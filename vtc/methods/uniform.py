@@ -16,9 +16,9 @@ from ..tokens import Selection, VisualTokens
 class UniformFrames(Method):
     """Keep whole frames, evenly spaced in time (first and last included when two or more are kept).
 
-    Budget: the number of frames kept is the token budget divided by tokens per frame, rounded to
-    the nearest whole frame (at least one), so an exact ``tokens=`` budget is met only up to one
-    frame; the stats record the real count. ``scope='frame'`` is meaningless here and refused.
+    Budget: the number of frames kept is the token budget divided by tokens per frame, rounded
+    down (at least one frame), so the result never exceeds the budget except for that one-frame
+    minimum; the stats record the real count. ``scope='frame'`` is meaningless here and refused.
     """
 
     stage = "prefill"
@@ -28,7 +28,7 @@ class UniformFrames(Method):
             raise ValueError("uniform drops whole frames; a per-frame budget does not apply")
         frames = tokens.frames()
         per_frame = len(tokens) / len(frames)
-        n_keep = min(len(frames), max(1, round(budget.count(len(tokens)) / per_frame)))
+        n_keep = min(len(frames), max(1, int(budget.count(len(tokens)) / per_frame + 1e-9)))
         chosen = torch.linspace(0, len(frames) - 1, n_keep).round().long().unique().tolist()
         keep = torch.cat([frames[i] for i in chosen])
         return Selection(keep=torch.sort(keep).values)
