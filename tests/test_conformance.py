@@ -1,0 +1,69 @@
+"""Every registered method x every supported family x retain 0.1/0.25/0.5: generate works, the KV
+cache holds exactly the kept tokens, and the stats agree with what was dropped.
+
+New methods join this suite by registering; they do not write new tests here.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vtc
+from vtc import Budget, ScoreMethod
+
+from .builders import FAMILIES, tiny, video
+
+RETAINS = (0.1, 0.25, 0.5)
+NEW_TOKENS = 5
+
+
+def _cache_lengths(cache) -> list[int]:
+    return [layer.get_seq_length() for layer in cache.layers]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("name", vtc.list_methods())
+@pytest.mark.parametrize("retain", RETAINS)
+def test_method_generates_with_cache_matching_kept_tokens(family: str, name: str, retain: float) -> None:
+    tm = tiny(family)
+    inputs = tm.inputs([video(8)])
+    prompt_len = inputs["input_ids"].shape[1]
+    with vtc.compressed(tm.model, name, retain=retain), torch.no_grad():
+        out = tm.model.generate(
+            **inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+            return_dict_in_generate=True,
+        )
+        stats = tm.model.vtc_stats
+    method = vtc.get_method(name)
+    total = stats.visual_tokens[0]
+    assert total == int((inputs["input_ids"] == tm.model.config.video_token_id).sum())
+    assert out.sequences.shape[1] == prompt_len + NEW_TOKENS
+
+    entering = stats.kept_indices[0]
+    assert entering == sorted(set(entering)) and all(0 <= i < total for i in entering)
+    if method.stage == "prefill":
+        final = entering
+        assert stats.stages[-1].tokens_after == [len(entering)]
+    else:
+        assert entering == list(range(total)), "a layer method must not drop tokens before the LLM"
+        (layer, kept_by_layer), = stats.layer_kept_indices.items()
+        final = kept_by_layer[0]
+        assert set(final) <= set(entering)
+
+    budget = Budget(retain=retain).count(total)
+    if issubclass(method, ScoreMethod):
+        assert len(final) == budget, "score methods meet the budget exactly"
+    else:
+        assert 0 < len(final) <= max(budget, total // 4), "structured methods stay within budget (or one frame)"
+    assert len(final) < total
+
+    lengths = _cache_lengths(out.past_key_values)
+    dropped_before = total - len(entering)
+    decoded = NEW_TOKENS - 1  # the last generated token is never fed back
+    expected_full = prompt_len - dropped_before + decoded
+    if method.stage == "prefill":
+        assert lengths == [expected_full] * len(lengths)
+    else:
+        expected_short = expected_full - (len(entering) - len(final))
+        assert lengths == [expected_full] * layer + [expected_short] * (len(lengths) - layer)
+    assert stats.retention == pytest.approx(len(entering) / total)
