@@ -17,6 +17,12 @@ SPECIAL_TOKENS = [
     "<|image_pad|>", "<|video_pad|>",
 ]
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% for part in message['content'] %}{% if part['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def byte_level_vocab() -> dict[str, int]:
@@ -103,7 +109,8 @@ def _build(family: str, seed: int) -> Tiny:
         )
         model = Qwen2VLForConditionalGeneration(config)
         sizes = dict(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112})
-        processor = Qwen2VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen2VLVideoProcessor(**sizes))
+        processor = Qwen2VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen2VLVideoProcessor(**sizes),
+                                     chat_template=CHAT_TEMPLATE)
     elif family == "qwen2_5_vl":
         from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
                                   Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
@@ -117,7 +124,8 @@ def _build(family: str, seed: int) -> Tiny:
         )
         model = Qwen2_5_VLForConditionalGeneration(config)
         sizes = dict(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112})
-        processor = Qwen2_5_VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen2VLVideoProcessor(**sizes))
+        processor = Qwen2_5_VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen2VLVideoProcessor(**sizes),
+                                        chat_template=CHAT_TEMPLATE)
     elif family == "qwen3_vl":
         from transformers import (Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
                                   Qwen3VLProcessor, Qwen3VLVideoProcessor)
@@ -131,7 +139,8 @@ def _build(family: str, seed: int) -> Tiny:
         )
         model = Qwen3VLForConditionalGeneration(config)
         sizes = dict(size={"shortest_edge": 64 * 64, "longest_edge": 128 * 128 * 8}, patch_size=16)
-        processor = Qwen3VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen3VLVideoProcessor(**sizes))
+        processor = Qwen3VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen3VLVideoProcessor(**sizes),
+                                     chat_template=CHAT_TEMPLATE)
     else:
         raise ValueError(f"no tiny builder for {family!r}")
     model.eval()
@@ -160,3 +169,17 @@ def video(num_frames: int = 8, size: int = 112, seed: int = 0, static: float = 0
         frame[40:64, x : x + 24] = (255, 0, 0)
         frames.append(np.clip(frame, 0, 255).astype(np.uint8))
     return np.stack(frames)
+
+
+def write_mp4(path, frames: np.ndarray, fps: int = 4) -> None:
+    """Encode [T, H, W, 3] uint8 frames as an H.264 mp4 with PyAV."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

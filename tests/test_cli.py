@@ -1,0 +1,64 @@
+"""The ``vtc`` command end to end on a saved tiny checkpoint and a real mp4."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vtc.cli import main
+
+from .builders import tiny, video, write_mp4
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt")
+    tm = tiny("qwen2_5_vl")
+    tm.model.save_pretrained(path)
+    tm.processor.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    write_mp4(path, video(16), fps=4)
+    return path
+
+
+def test_run_prints_answer_and_stats_and_writes_json(checkpoint, clip, tmp_path, capsys) -> None:
+    out = tmp_path / "run.json"
+    code = main(["run", str(clip), "What moves?", "--model", str(checkpoint), "--method", "dtd",
+                 "--retain", "0.25", "--num-frames", "8", "--max-new-tokens", "4", "--compare", "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "answer:" in printed and "dtd" in printed and "prefill:" in printed
+    record = json.loads(out.read_text())
+    stats = record["stats"]
+    assert stats["visual_tokens"] == [64] and stats["tokens_kept"] == [16]
+    assert record["frames"] == [0, 2, 4, 6, 9, 11, 13, 15]
+    assert set(record["prefill_ms"]) == {"uncompressed", "compressed"}
+
+
+def test_run_clamps_a_request_for_more_frames_than_exist(checkpoint, clip, tmp_path) -> None:
+    out = tmp_path / "run.json"
+    assert main(["run", str(clip), "Q?", "--model", str(checkpoint), "--method", "random:0.5",
+                 "--num-frames", "40", "--max-new-tokens", "2", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["clamped"] is True and len(record["frames"]) == 16
+
+
+def test_hub_id_model_fails_with_an_offline_message(clip, capsys) -> None:
+    assert main(["run", str(clip), "Q?", "--model", "Qwen/Qwen2.5-VL-7B-Instruct"]) == 2
+    assert "offline" in capsys.readouterr().err
+
+
+def test_missing_video_is_reported(checkpoint, tmp_path, capsys) -> None:
+    assert main(["run", str(tmp_path / "nope.mp4"), "Q?", "--model", str(checkpoint)]) == 2
+    assert "nope.mp4" in capsys.readouterr().err
+
+
+def test_list_shows_methods_and_families(capsys) -> None:
+    assert main(["list"]) == 0
+    printed = capsys.readouterr().out
+    assert "fastv" in printed and "qwen2_5_vl" in printed

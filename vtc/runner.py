@@ -1,0 +1,110 @@
+"""Load a local VLM, turn (video, question) into model inputs, and answer: shared by the CLI and evals."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .video import DecodedVideo
+
+REFERENCE_MODEL = Path(__file__).resolve().parent / "assets" / "reference-model"
+# Used when a processor ships without a chat template: the Qwen VL chat format.
+QWEN_PROMPT = (
+    "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>{question}<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+def default_model_path() -> Path:
+    """The reference model shipped inside the package (trained on vtc's synthetic benchmark)."""
+    if not (REFERENCE_MODEL / "config.json").is_file():
+        raise FileNotFoundError(
+            f"the shipped reference model is missing from {REFERENCE_MODEL}; pass --model PATH to a local checkpoint"
+        )
+    return REFERENCE_MODEL
+
+
+def resolve_local(path: str | Path) -> Path:
+    """A local checkpoint directory, or an error that says why a hub id cannot work here."""
+    local = Path(path).expanduser()
+    if local.is_dir() and (local / "config.json").is_file():
+        return local
+    if local.exists():
+        raise FileNotFoundError(f"{local} is not a transformers checkpoint (no config.json inside)")
+    raise FileNotFoundError(
+        f"model {str(path)!r} is not a local directory. vtc runs offline and never downloads: "
+        "download the checkpoint elsewhere (e.g. `huggingface-cli download`) and pass its local path"
+    )
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_model(
+    path: str | Path, device: str | None = "auto", dtype: str = "auto", attn_implementation: str | None = None
+) -> tuple[Any, Any]:
+    """(model, processor) from a local checkpoint; bf16/fp16 and sdpa/flash-attention pass straight through."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    local = resolve_local(path)
+    kwargs: dict[str, Any] = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForImageTextToText.from_pretrained(local, local_files_only=True, **kwargs)
+    model.to(pick_device(device)).eval()
+    processor = AutoProcessor.from_pretrained(local, local_files_only=True)
+    return model, processor
+
+
+def build_inputs(processor: Any, videos: list[DecodedVideo], questions: list[str]) -> Any:
+    """Prompt(s) with one video each, through the model's own processor (left padding for batches)."""
+    if getattr(processor, "chat_template", None):
+        prompts = [
+            processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": q}]}],
+                tokenize=False, add_generation_prompt=True,
+            )
+            for q in questions
+        ]
+    else:
+        prompts = [QWEN_PROMPT.format(question=q) for q in questions]
+    processor.tokenizer.padding_side = "left"
+    return processor(
+        text=prompts, videos=[v.frames for v in videos], video_metadata=[v.metadata() for v in videos],
+        do_sample_frames=False, padding=True, return_tensors="pt",
+    )
+
+
+def generate_answers(model: Any, processor: Any, inputs: Any, max_new_tokens: int = 16) -> list[str]:
+    inputs = inputs.to(model.device)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    new_tokens = out[:, inputs["input_ids"].shape[1] :]
+    return [t.strip() for t in processor.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+@dataclass
+class PrefillTiming:
+    ms: float
+    repeats: int
+
+
+def time_prefill(model: Any, inputs: Any, repeats: int = 3) -> PrefillTiming:
+    """Best-of-``repeats`` wall time of one prefill forward (vision encoder included), CUDA-synchronised."""
+    inputs = inputs.to(model.device)
+    best = float("inf")
+    for _ in range(repeats):
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            model(**inputs, use_cache=False, logits_to_keep=1)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
+        best = min(best, time.perf_counter() - start)
+    return PrefillTiming(ms=best * 1000.0, repeats=repeats)
