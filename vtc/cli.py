@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run(commands)
     listing = commands.add_parser("list", help="registered methods and supported model families")
+    listing.add_argument("--markdown", action="store_true", help="print the README's support tables")
     listing.set_defaults(handler=_list)
     _add_optional_commands(commands)
     return parser
@@ -93,13 +94,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from .support import markdown_tables, method_rows
+
+    if args.markdown:
+        print(markdown_tables())
+        return 0
     import vtc
 
     print("methods:")
-    for name in vtc.list_methods():
-        cls = vtc.get_method(name)
-        summary = (cls.__doc__ or "").strip().splitlines()[0]
-        print(f"  {name:<10} {cls.stage:<8} {summary}")
+    for name, stage, summary in method_rows():
+        print(f"  {name:<10} {stage:<8} {summary}")
     print("model families (config.model_type):")
     for model_type in vtc.supported_model_types():
         print(f"  {model_type}")
