@@ -10,7 +10,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .render import render_frames
-from .scenes import BUILDERS
+from .scenes import BUILDERS, SceneSpec
 from .video_io import write_mp4
 from .vocab import LETTERS, NUM_OPTIONS, QUESTION_TYPES, VALUES
 
@@ -71,21 +71,11 @@ def render_item(
     ``render_item(it["seed"], it["type"], answer=it["answer"], answer_text=it["answer_text"])``
     reproduces a dataset item exactly.
     """
-    if qtype not in BUILDERS:
-        raise ValueError(f"unknown question type {qtype!r}; choose from {QUESTION_TYPES}")
     if num_frames < 16 or num_frames % 2:
         raise ValueError("num_frames must be even and >= 16 (events are placed on frame pairs)")
     if size < 64 or size % 2:
         raise ValueError("size must be even (yuv420) and >= 64 (objects must stay visible)")
-    rng = np.random.default_rng(seed)
-    n_options = NUM_OPTIONS[qtype]
-    letter = answer if answer is not None else LETTERS[int(rng.integers(n_options))]
-    if letter not in LETTERS[:n_options]:
-        raise ValueError(f"answer {letter!r} is not one of {LETTERS[:n_options]!r} for {qtype}")
-    value = answer_text if answer_text is not None else str(rng.choice(VALUES[qtype]))
-    if value not in VALUES[qtype]:
-        raise ValueError(f"answer_text {value!r} is not a {qtype} value {VALUES[qtype]}")
-    spec = BUILDERS[qtype](rng, num_frames, size, LETTERS.index(letter), value)
+    spec, letter, value = scene_spec(seed, qtype, answer, answer_text, num_frames, size)
     frames, evidence = render_frames(spec, num_frames, size)
     item = {
         "type": qtype,
@@ -97,6 +87,27 @@ def render_item(
         "evidence": evidence,
     }
     return frames, item
+
+
+def scene_spec(
+    seed: int, qtype: str, answer: str | None = None, answer_text: str | None = None,
+    num_frames: int = 16, size: int = 112,
+) -> tuple[SceneSpec, str, str]:
+    """The scene an item is rendered from, with its answer letter and value (drawn from the seed when omitted).
+
+    Training code uses it to know what was drawn where, without re-rendering pixels.
+    """
+    if qtype not in BUILDERS:
+        raise ValueError(f"unknown question type {qtype!r}; choose from {QUESTION_TYPES}")
+    rng = np.random.default_rng(seed)
+    n_options = NUM_OPTIONS[qtype]
+    letter = answer if answer is not None else LETTERS[int(rng.integers(n_options))]
+    if letter not in LETTERS[:n_options]:
+        raise ValueError(f"answer {letter!r} is not one of {LETTERS[:n_options]!r} for {qtype}")
+    value = answer_text if answer_text is not None else str(rng.choice(VALUES[qtype]))
+    if value not in VALUES[qtype]:
+        raise ValueError(f"answer_text {value!r} is not a {qtype} value {VALUES[qtype]}")
+    return BUILDERS[qtype](rng, num_frames, size, LETTERS.index(letter), value), letter, value
 
 
 def make_dataset(

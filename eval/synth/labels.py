@@ -1,0 +1,64 @@
+"""Per-visual-token training labels from the renderer's scene spec (auxiliary loss only).
+
+The renderer knows what it drew in each 28x28 merged-token cell of each temporal pair. Naming that
+content through the LLM's own head makes visual tokens readable as answer words; the event words
+("first", "second", ...) are what causal attention over earlier visual tokens can compute and what
+order, scene and count questions need. None of this is an input at inference time.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .model import EVENT_WORDS
+from .render import shape_mask
+from .scenes import SceneSpec
+
+MIN_PIXELS = 60  # of a sprite inside a 28x28 cell (in either frame of the pair) to label the cell
+
+
+def token_labels(spec: SceneSpec, qtype: str, num_frames: int, size: int, cell: int = 28) -> list[list[str]]:
+    """Words for every merged visual token, t-major then h then w (empty list = no label)."""
+    pairs, cells = num_frames // 2, size // cell
+    best = np.zeros((pairs, cells, cells))
+    words: list[list[str]] = [[] for _ in range(pairs * cells * cells)]
+    events = _event_words(spec, qtype)
+    for index, sprite in enumerate(spec.sprites):
+        mask = shape_mask(sprite.shape, sprite.size)
+        coverage = np.zeros((pairs, cells, cells))
+        for t, (y, x) in sprite.track.items():
+            canvas = np.zeros((size, size))
+            canvas[y : y + sprite.size, x : x + sprite.size] = mask
+            per_cell = canvas.reshape(cells, cell, cells, cell).sum(axis=(1, 3))
+            coverage[t // 2] = np.maximum(coverage[t // 2], per_cell)
+        label = [sprite.color, sprite.shape]
+        if qtype == "motion" and sprite.evidence:
+            label.append(_direction(sprite))
+        for p, h, w in zip(*np.nonzero((coverage >= MIN_PIXELS) & (coverage > best))):
+            best[p, h, w] = coverage[p, h, w]
+            event = events.get((index, int(p)))
+            words[(p * cells + h) * cells + w] = label + ([event] if event else [])
+    return words
+
+
+def _event_words(spec: SceneSpec, qtype: str) -> dict[tuple[int, int], str]:
+    """(sprite index, pair) -> event word, for the types whose answer depends on what came before."""
+    events: dict[tuple[int, int], str] = {}
+    if qtype in ("order", "scene"):
+        order = sorted(range(len(spec.sprites)), key=lambda i: min(spec.sprites[i].track))
+        for rank, index in enumerate(order[:2]):
+            for t in spec.sprites[index].track:
+                events[(index, t // 2)] = EVENT_WORDS[rank]
+    elif qtype == "count":
+        for index, sprite in enumerate(spec.sprites):
+            if sprite.evidence:
+                for rank, pair in enumerate(sorted({t // 2 for t in sprite.track})):
+                    events[(index, pair)] = EVENT_WORDS[rank]
+    return events
+
+
+def _direction(sprite) -> str:
+    frames = sorted(sprite.track)
+    (y0, x0), (y1, x1) = sprite.track[frames[0]], sprite.track[frames[-1]]
+    if abs(x1 - x0) >= abs(y1 - y0):
+        return "right" if x1 > x0 else "left"
+    return "down" if y1 > y0 else "up"

@@ -1,0 +1,120 @@
+"""The reference model's architecture, tokenizer, processor and prompt format.
+
+A stock Qwen2.5-VL shrunk to ~2M parameters: every transformers and vtc code path is the real one.
+The tokenizer is a 256-symbol byte-level BPE vocabulary plus Qwen's special tokens and one token
+per answer word, built in code because nothing can be downloaded.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from .vocab import COLORS, COUNTS, DIRECTIONS, LETTERS, SHAPES
+
+SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+)
+ANSWER_WORDS = tuple(COLORS) + SHAPES + DIRECTIONS + COUNTS
+# Order words used by the auxiliary "what came before" labels (see labels.py).
+EVENT_WORDS = ("first", "second", "third", "fourth")
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% for part in message['content'] %}{% if part['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+FRAME_SIZE = 112
+FPS = 4.0
+
+
+def byte_level_vocab() -> dict[str, int]:
+    """GPT-2's reversible byte -> printable-character table (256 entries)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = [], 0
+    for byte in range(256):
+        if byte in printable:
+            chars.append(chr(byte))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return {c: i for i, c in enumerate(chars)}
+
+
+def build_tokenizer(words: tuple[str, ...] = ANSWER_WORDS + EVENT_WORDS) -> Any:
+    """A real ``Qwen2Tokenizer``: bytes, Qwen's special tokens, then one token per word in ``words``."""
+    from transformers import AddedToken, Qwen2Tokenizer
+
+    vocab = byte_level_vocab()
+    for token in SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS[1:])})
+    tokenizer.add_tokens([AddedToken(w, normalized=False, single_word=True) for w in words])
+    return tokenizer
+
+
+def build_processor(tokenizer: Any) -> Any:
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    sizes = dict(size={"shortest_edge": 56 * 56, "longest_edge": FRAME_SIZE * FRAME_SIZE})
+    return Qwen2_5_VLProcessor(
+        Qwen2VLImageProcessor(**sizes), tokenizer, Qwen2VLVideoProcessor(**sizes), chat_template=CHAT_TEMPLATE
+    )
+
+
+def build_model(tokenizer: Any, seed: int) -> Any:
+    """Qwen2.5-VL: vision depth 2 / dim 96, LLM 3 layers x 192, tied embeddings.
+
+    ``rope_theta=20`` with ``mrope_section=[4, 6, 6]``: with head_dim 32 and the usual 1e6, the h/w
+    sections would rotate so slowly that positions 0-3 look identical.
+    """
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=192, intermediate_size=512, num_hidden_layers=3,
+            num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
+            rope_parameters={"rope_type": "default", "rope_theta": 20.0, "mrope_section": [4, 6, 6]},
+            bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(depth=2, hidden_size=96, intermediate_size=192, num_heads=4, out_hidden_size=192,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                           fullatt_block_indexes=[1], tokens_per_second=2),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    return model
+
+
+def question_text(item: dict[str, Any]) -> str:
+    return f"{item['question']}\n" + "\n".join(item["options"]) + "\nAnswer with the option's word."
+
+
+def prompt_messages(item: dict[str, Any], answer: str | None = None) -> list[dict[str, Any]]:
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question_text(item)}]}]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return messages
+
+
+def parse_answer(text: str, options: list[str]) -> str | None:
+    """The option letter a reply names: its word ("red") or its letter ("B" / "B.")."""
+    reply = text.strip()
+    values = {opt.split(". ", 1)[1].lower(): opt.split(". ", 1)[0] for opt in options}
+    words = re.findall(r"[A-Za-z0-9]+", reply)
+    if not words:
+        return None
+    first = words[0]
+    if first.lower() in values:
+        return values[first.lower()]
+    if first in LETTERS[: len(options)]:
+        return first
+    return None
