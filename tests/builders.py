@@ -12,42 +12,15 @@ from typing import Any
 import numpy as np
 import torch
 
-SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|image_pad|>", "<|video_pad|>",
-]
+from vtc.synth.model import CHAT_TEMPLATE, SPECIAL_TOKENS
+from vtc.synth.model import build_tokenizer as reference_tokenizer
+
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% for part in message['content'] %}{% if part['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def byte_level_vocab() -> dict[str, int]:
-    """GPT-2's reversible byte -> printable-character table, then the special tokens."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = [], 0
-    for byte in range(256):
-        if byte in printable:
-            chars.append(chr(byte))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    vocab = {c: i for i, c in enumerate(chars)}
-    for token in SPECIAL_TOKENS:
-        vocab[token] = len(vocab)
-    return vocab
 
 
 def build_tokenizer():
-    from transformers import Qwen2Tokenizer
-
-    vocab = byte_level_vocab()
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
-    return tokenizer
+    """The byte-level Qwen tokenizer of the reference model, without its answer-word tokens."""
+    return reference_tokenizer(words=())
 
 
 def _text_config(vocab_size: int, **extra: Any) -> dict[str, Any]:

@@ -231,19 +231,20 @@ class Engine:
     def _run_step(self, step: Step, tokens: list[VisualTokens], stats: CompressionStats, layer: int | None):
         budget = step.method.resolve_budget(step.budget or self.budget)
         start = _clock(tokens)
-        out, merged = [], False
-        for tok in tokens:
+        out, merged, notes = [], False, []
+        for sample, tok in enumerate(tokens):
             if len(tok) == 0:
                 out.append(tok)
                 continue
             selection = step.method.compress(tok, budget)
             merged |= selection.features is not None
+            notes += [f"sample {sample}: {note}" for note in selection.notes]
             out.append(tok.subset(selection.keep, selection.features))
         stats.stages.append(
             StageRecord(
                 method=step.method.name, stage=step.method.stage, layer=layer,
                 tokens_before=[len(t) for t in tokens], tokens_after=[len(t) for t in out],
-                ms=(_clock(tokens) - start) * 1000.0,
+                ms=(_clock(tokens) - start) * 1000.0, notes=notes,
             )
         )
         return out, merged
@@ -334,7 +335,7 @@ class Engine:
         state.layer_mask_2d = local.mask_2d(previous_mask)
         composed = local if not state.cuts else state.cuts[-1].composed.then(local)
         state.cuts.append(_Cut(idx, composed))
-        overrides = {"attention_mask": _prefill_layer_mask(local, kwargs.get("attention_mask"), hidden)}
+        overrides = {"attention_mask": _prefill_layer_mask(local, kwargs.get("attention_mask"), hidden, _is_flash(self.adapter))}
         if kwargs.get("position_embeddings") is not None:
             overrides["position_embeddings"] = tuple(
                 local.rows(_batched(t, hidden.shape[0])) for t in kwargs["position_embeddings"]
@@ -365,10 +366,17 @@ class Engine:
         return masks.gather(1, cut.gather) & cut.valid, embeds[cut.kept[masks]]
 
 
-def _prefill_layer_mask(local: Compaction, mask: torch.Tensor | None, hidden: torch.Tensor):
+def _prefill_layer_mask(local: Compaction, mask: torch.Tensor | None, hidden: torch.Tensor, flash: bool):
+    """The attention mask for the trimmed sequence, in the form the attention implementation takes.
+
+    None stays None while no padding was introduced (sdpa/flash then run plain causal); flash
+    attention takes a 2D padding mask, sdpa/eager a 4D one.
+    """
     if mask is None:
         if bool(local.valid.all()):
             return None
+        if flash:
+            return local.valid.long()
         length = local.gather.shape[1]
         causal = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()
         full = causal[None, None] & local.valid[:, None, None, :]

@@ -96,6 +96,7 @@ class CompressionStats:
             f"(retention {self.retention:.3f}, FLOP-equivalent {self.flop_retention:.3f})"
         )
         lines.extend(f"note: {n}" for n in self.notes)
+        lines.extend(f"note ({rec.method}): {n}" for rec in self.stages for n in rec.notes)
         return "\n".join(lines)
 
     def __str__(self) -> str:

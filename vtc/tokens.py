@@ -90,10 +90,12 @@ class Selection:
     keep:     [K] sorted row indices into the method's ``VisualTokens``.
     features: [K, D] optional replacement features for the kept rows (merging). Merged tokens
               always take the position ids of the kept row they replace.
+    notes:    what the stats should say about this decision (a fallback taken, a budget missed).
     """
 
     keep: torch.Tensor
     features: torch.Tensor | None = None
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.keep.ndim != 1:

@@ -24,7 +24,89 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsers
                       help=f"comma-separated subset of {','.join(QUESTION_TYPES)} (default all)")
     make.add_argument("--quiet", action="store_true", help="no progress bar")
     make.set_defaults(handler=_make)
+    _add_eval(commands)
+    _add_demo(commands)
     return commands
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="local checkpoint (default: the shipped reference model)")
+    parser.add_argument("--method", help="vtc method name or spec (default: no compression)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--retain", type=float, help="fraction of visual tokens to keep")
+    budget.add_argument("--tokens", type=int, help="absolute number of visual tokens to keep")
+    parser.add_argument("--num-frames", type=int, default=16, help="frames decoded per video (default 16)")
+    parser.add_argument("--device", default="auto")
+
+
+def _add_eval(commands: argparse._SubParsersAction) -> None:
+    ev = commands.add_parser("eval", help="answer every item; accuracy by type, tokens, evidence kept")
+    ev.add_argument("dir", help="dataset directory written by `vtc synth make`")
+    _add_model_args(ev)
+    ev.add_argument("--limit", type=int, help="only the first N items")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--json", required=True, help="where to write the results")
+    ev.set_defaults(handler=_eval)
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser("demo", help="answer one item and show the ground truth and the stats")
+    demo.add_argument("dir", help="dataset directory written by `vtc synth make`")
+    demo.add_argument("--index", type=int, default=0, help="which item (default 0)")
+    _add_model_args(demo)
+    demo.set_defaults(handler=_demo)
+
+
+def _load(args: argparse.Namespace):
+    import vtc
+    from vtc.runner import default_model_path, load_model
+
+    model, processor = load_model(args.model or default_model_path(), device=args.device)
+    if args.method:
+        vtc.wrap(model, args.method, retain=args.retain, tokens=args.tokens)
+    elif args.retain is not None or args.tokens is not None:
+        raise ValueError("--retain/--tokens need --method")
+    return model, processor
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .evaluate import evaluate
+
+    model, processor = _load(args)
+    result = evaluate(args.dir, model, processor, num_frames=args.num_frames, batch_size=args.batch_size,
+                      limit=args.limit)
+    result.update(method=args.method, retain=args.retain, tokens=args.tokens, model=str(args.model or "reference"))
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("overall", "by_type", "n", "tokens_in", "tokens_kept")}, indent=2))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .dataset import load_dataset
+    from .evaluate import answer_item
+    from .model import parse_answer, question_text
+
+    items = load_dataset(args.dir)
+    if not 0 <= args.index < len(items):
+        raise ValueError(f"--index {args.index} is out of range: {args.dir} holds {len(items)} items")
+    item = items[args.index]
+    model, processor = _load(args)
+    reply = answer_item(model, processor, Path(args.dir), item, num_frames=args.num_frames)
+    print(f"video: {Path(args.dir) / item['video']}  ({item['type']} question)")
+    print(question_text(item))
+    print(f"model answer: {reply}  -> option {parse_answer(reply, item['options'])}")
+    print(f"ground truth: {item['answer']}. {item['answer_text']}")
+    stats = getattr(model, "vtc_stats", None)
+    if stats is not None:
+        print(stats.table())
+    return 0
 
 
 def _make(args: argparse.Namespace) -> int:
