@@ -176,12 +176,12 @@ def test_cli_make_and_extensible(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser(prog="vtc")
     commands = parser.add_subparsers(dest="command", required=True)
     synth_commands = register_cli(commands)
-    synth_commands.add_parser("eval").set_defaults(handler=lambda args: 0)
+    synth_commands.add_parser("extra").set_defaults(handler=lambda args: 0)
     out = tmp_path / "cli"
     args = parser.parse_args(["synth", "make", "--seed", "3", "--count", "6", "--out", str(out), "--quiet"])
     assert args.handler(args) == 0
     assert len(load_dataset(out)) == 6 and len(list((out / "videos").glob("*.mp4"))) == 6
-    assert parser.parse_args(["synth", "eval"]).handler(None) == 0
+    assert parser.parse_args(["synth", "extra"]).handler(None) == 0
 
 
 @pytest.mark.parametrize(

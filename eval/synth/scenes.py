@@ -58,10 +58,11 @@ _GAP = 4  # minimum empty pixels between objects that are visible at the same ti
 
 
 def small_size(size: int) -> int:
-    """Side of 'detail' objects: small (18 px at 112 px, ~1.3 ViT patches) yet >= 16 px so
-    shapes stay recognisable after yuv420 chroma subsampling. Even, like every position,
-    so object edges fall on the 2x2 chroma grid."""
-    return max(16, 2 * round(0.08 * size))
+    """Side of 'detail' objects: smaller than one merged visual token (24 px at 112 px, under a
+    28 px cell) yet large enough that a ~2M-parameter ViT tells the four shapes apart (at 18 px
+    the reference model's shape readout stayed at chance). Even, like every position, so object
+    edges fall on the 2x2 chroma grid."""
+    return max(16, 2 * round(0.11 * size))
 
 
 def big_size(size: int) -> int:
@@ -163,7 +164,7 @@ def build_needle(rng: np.random.Generator, num_frames: int, size: int, letter: i
 def build_motion(rng: np.random.Generator, num_frames: int, size: int, letter: int, value: str) -> SceneSpec:
     """One object moves steadily in direction ``value``; a static distractor sits elsewhere."""
     side = big_size(size)
-    distance = round(0.45 * size)
+    distance = round(0.6 * size)  # ~4.5 px per frame at 112 px: visible within one temporal pair
     lo, hi = _MARGIN, size - _MARGIN - side
     along = int(rng.integers(lo, hi - distance + 1))  # smaller end of the path
     across = int(rng.integers(lo, hi + 1))

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from .dataset import load_dataset, make_dataset, scene_spec
 from .labels import token_labels
-from .model import FPS, build_model, build_processor, build_tokenizer, parse_answer, prompt_messages
+from .model import FPS, build_model, build_processor, build_tokenizer, parse_answer, prompt_messages, question_text
+from .vocab import COLORS, LETTERS, SHAPES
 
 TRAIN_SEED_OFFSET = 1_000  # training data of model seed s comes from dataset seed 1000 + s
 HELD_OUT_SEED = 999_999  # the held-out split: a seed never used for training data
@@ -46,6 +47,7 @@ class TrainConfig:
     warmup: int = 100
     decay_fraction: float = 0.25
     aux_weight: float = 0.5
+    extra_questions: int = 2
     eval_items: int = 240
     eval_every: int = 250
     threads: int = 2
@@ -57,15 +59,19 @@ def video_metadata(num_frames: int) -> Any:
     return VideoMetadata(total_num_frames=num_frames, fps=FPS, frames_indices=list(range(num_frames)))
 
 
-def model_inputs(processor: Any, items: list[dict], frames: list[np.ndarray], with_answers: bool) -> Any:
-    """Processor inputs for a batch: the chat prompt (plus the answer word when training)."""
-    texts = [
-        processor.apply_chat_template(
-            prompt_messages(it, answer=it["answer_text"] if with_answers else None),
-            tokenize=False, add_generation_prompt=not with_answers,
-        )
-        for it in items
-    ]
+def model_inputs(
+    processor: Any, items: list[dict], frames: list[np.ndarray], with_answers: bool,
+    extra_turns: list[list[dict]] | None = None,
+) -> Any:
+    """Processor inputs for a batch: the chat prompt (plus the answer word, and follow-up
+    question/answer turns about the same clip, when training)."""
+    texts = []
+    for b, it in enumerate(items):
+        messages = prompt_messages(it, answer=it["answer_text"] if with_answers else None)
+        for turn in (extra_turns[b] if extra_turns else []):
+            messages += [{"role": "user", "content": [{"type": "text", "text": question_text(turn)}]},
+                         {"role": "assistant", "content": [{"type": "text", "text": turn["answer_text"]}]}]
+        texts.append(processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=not with_answers))
     processor.tokenizer.padding_side = "left"
     return processor(text=texts, videos=frames, video_metadata=[video_metadata(len(f)) for f in frames],
                      do_sample_frames=False, padding=True, return_tensors="pt")
@@ -106,26 +112,53 @@ class Trainer:
                 make_dataset(directory, seed=seed, count=count, num_frames=NUM_FRAMES, fps=FPS)
         self.train_items = load_dataset(train_dir)
         self.train_frames = decode_frames(train_dir, self.train_items)
-        self.train_labels = [self._label_ids(it) for it in self.train_items]
+        self.rng = np.random.default_rng(cfg.seed)
+        specs = [scene_spec(it["seed"], it["type"], it["answer"], it["answer_text"], NUM_FRAMES, 112)[0]
+                 for it in self.train_items]
+        self.train_specs = [spec.sprites for spec in specs]
+        self.train_labels = [self._label_ids(spec, it["type"]) for spec, it in zip(specs, self.train_items)]
         self.eval_items = load_dataset(eval_dir)
         self.eval_frames = decode_frames(eval_dir, self.eval_items)
 
-    def _label_ids(self, item: dict) -> list[list[int]]:
-        spec, _, _ = scene_spec(item["seed"], item["type"], item["answer"], item["answer_text"], NUM_FRAMES, 112)
-        words = token_labels(spec, item["type"], NUM_FRAMES, 112)
+    def _label_ids(self, spec: Any, qtype: str) -> list[list[int]]:
+        words = token_labels(spec, qtype, NUM_FRAMES, 112)
         return [[self.tokenizer.convert_tokens_to_ids(w) for w in ws] for ws in words]
+
+    def lookup_questions(self, index: int) -> list[dict]:
+        """Follow-up questions about the clip's objects ("What colour is the circle?"), answerable from
+        the same frames: more answer supervision per vision pass for the lookup every type relies on."""
+        specs = self.train_specs[index]
+        questions = []
+        for sprite in specs:
+            same_shape = sum(s.shape == sprite.shape for s in specs)
+            same_colour = sum(s.color == sprite.color for s in specs)
+            if same_shape == 1:
+                questions.append(("colour", f"What colour is the {sprite.shape}?", sprite.color, tuple(COLORS)))
+            if same_colour == 1:
+                questions.append(("shape", f"What shape is the {sprite.color} object?", sprite.shape, SHAPES))
+        picks = self.rng.permutation(len(questions))[: self.cfg.extra_questions]
+        turns = []
+        for p in picks.tolist():
+            _, text, answer, pool = questions[p]
+            distractors = self.rng.choice([v for v in pool if v != answer], size=3, replace=False).tolist()
+            values = distractors[:]
+            values.insert(int(self.rng.integers(4)), answer)
+            turns.append({"question": text, "options": [f"{LETTERS[i]}. {v}" for i, v in enumerate(values)],
+                          "answer_text": answer})
+        return turns
 
     def losses(self, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         items = [self.train_items[i] for i in batch]
-        inputs = model_inputs(self.processor, items, [self.train_frames[i] for i in batch], with_answers=True)
+        extra = [self.lookup_questions(i) for i in batch]
+        inputs = model_inputs(self.processor, items, [self.train_frames[i] for i in batch], True, extra)
         hidden = self.model.model(**inputs).last_hidden_state
         ids = inputs["input_ids"]
-        # Answer: the reply is "<word><|im_end|>\n"; predict the word and the end token.
+        # Every reply is "<word><|im_end|>\n" and closes an even-numbered turn: predict the word and the end.
         rows, cols = [], []
         for b in range(len(batch)):
-            end = int((ids[b] == self.end_id).nonzero().flatten()[-1])
-            rows += [b, b]
-            cols += [end - 2, end - 1]  # hidden at these positions predicts the word, then <|im_end|>
+            for end in (ids[b] == self.end_id).nonzero().flatten()[1::2].tolist():
+                rows += [b, b]
+                cols += [end - 2, end - 1]  # hidden at these positions predicts the word, then <|im_end|>
         logits = self.model.lm_head(hidden[rows, cols])
         targets = ids[rows, [c + 1 for c in cols]]
         answer_loss = F.cross_entropy(logits.float(), targets)
@@ -165,7 +198,7 @@ class Trainer:
     def train(self, log_path: Path | None = None) -> list[dict]:
         cfg = self.cfg
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.01)
-        rng = np.random.default_rng(cfg.seed)
+        rng = self.rng
         self.model.train()
         log: list[dict] = []
         start = time.time()
