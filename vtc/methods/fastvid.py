@@ -1,0 +1,344 @@
+"""FastVID: dynamic segmentation plus density-based spatiotemporal pruning of video tokens.
+
+Paper: Shen et al., "FastVID: Dynamic Density Pruning for Fast Video Large Language Models"
+(2025). Official code: LunarShen/FastVID (``fastvid_qwen25vl``: ``Qwen2_5_VLForConditionalGeneration
+.forward`` and the grid_thw branch of ``Qwen2_5_VLVisionFlashAttention2``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import accumulate
+
+import torch
+import torch.nn.functional as F
+
+from ..budget import Budget
+from ..method import Method, top_k_stable
+from ..registry import register
+from ..tokens import Selection, VisualTokens
+from .clustering import density_peaks, top_centres
+
+PRESETS: dict[str, dict[str, float]] = {
+    # fastvid_qwen25vl/scripts/eval.sh
+    "qwen": dict(retention_ratio=0.27, dyseg_c=8, dyseg_tau=0.84, dyseg_ignore=0.95, stprune_d=0.4, dtm_p=4, dtm_beta=0.6),
+    # fastvid_llavaonevision / fastvid_llavavideo eval.sh; that path has no frame collapsing (ignore = inf)
+    "llava": dict(retention_ratio=0.10, dyseg_c=8, dyseg_tau=0.9, dyseg_ignore=math.inf, stprune_d=0.4, dtm_p=4, dtm_beta=0.6),
+}
+DTM_NEIGHBOURS = 4  # k of the DPC-KNN density, hard-coded officially
+
+
+def ats_saliency(q: torch.Tensor, k: torch.Tensor, grid_thw: tuple[int, int, int], merge: int = 2) -> torch.Tensor:
+    """ATS saliency [T, gh*gw/merge^2] from the last ViT block's rotated queries and keys.
+
+    ``q``, ``k``: [T*gh*gw, heads, head_dim] in merge-unit order (the ``merge**2`` patches of a
+    unit are consecutive, units in raster order, frames major). Per frame and head, the pseudo-[CLS]
+    query (mean over all the frame's patches) attends over the merge units' mean keys; softmax in
+    float32, then the mean over heads. The official code runs on window-ordered tokens and
+    un-permutes the result, which is the same thing since it only ever acts on whole units.
+    """
+    t, gh, gw = (int(v) for v in grid_thw)
+    unit = merge * merge
+    heads, head_dim = q.shape[1], q.shape[2]
+    pseudo_cls = q.float().view(t, gh * gw, heads, head_dim).mean(dim=1)  # [T, H, hd]
+    unit_keys = k.float().view(t, gh * gw // unit, unit, heads, head_dim).mean(dim=2)  # [T, M, H, hd]
+    logits = torch.einsum("thd,tmhd->thm", pseudo_cls, unit_keys) / math.sqrt(head_dim)
+    return torch.softmax(logits, dim=-1).mean(dim=1)
+
+
+def mean_token_saliency(features: torch.Tensor) -> torch.Tensor:
+    """Fallback ATS [T, N] on LLM-input features: the frame's mean token as pseudo-[CLS] query."""
+    x = features.float()
+    logits = torch.einsum("td,tnd->tn", x.mean(dim=1), x) / math.sqrt(x.shape[-1])
+    return torch.softmax(logits, dim=-1)
+
+
+@dataclass
+class FastVIDResult:
+    """Outputs of :func:`fastvid_select`, global indices are ``t * N + i`` (as the reference vectors)."""
+
+    kept_idx: torch.Tensor  # [K] ascending
+    kept_features: torch.Tensor  # [K, D] float32: salient copies, merged anchors
+    segment_sizes: torch.Tensor  # [S] DySeg segment lengths
+    frame_salient_num: torch.Tensor  # [T]
+    frame_context_num: torch.Tensor  # [T]
+    salient_idx: torch.Tensor  # ascending
+    context_anchor_idx: torch.Tensor  # ascending
+    extra_salient: int = 0  # exact-count mode: salient tokens added after the per-frame caps
+
+
+def dyseg(similarity: torch.Tensor, num_frames: int, c: int, tau: float) -> list[int]:
+    """Segment lengths: cut after the c-1 least similar transitions and after every one below tau.
+
+    ``c`` must be <= num_frames (the caller clamps). Ties among the least similar transitions go to
+    the earlier one.
+    """
+    weakest = torch.sort(similarity, stable=True).indices[: c - 1]
+    cuts = torch.unique(torch.cat([weakest, (similarity < tau).nonzero().flatten()])).tolist()
+    bounds = [-1, *cuts, num_frames - 1]
+    return [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def segment_plan(
+    retain: int, similarity: torch.Tensor, n: int, d: float, p: int, ignore: float
+) -> tuple[list[int], list[int]]:
+    """Salient and context counts for each frame of one segment keeping ``retain`` tokens (official STPrune split).
+
+    ``similarity``: the segment's L-1 consecutive-frame similarities. Only the last frame of each
+    run of near-duplicates (similarity >= ``ignore``) gets tokens; context anchors go to every p-th
+    such sub-segment counted from the end; each anchor frame holds at most n//2 anchors.
+    """
+    length = similarity.numel() + 1
+    context = max(int(retain * d), 1) if retain > 0 else 0
+    salient = retain - context
+    if length == 1:
+        return [salient], [context]
+    cuts = (similarity < ignore).nonzero().flatten().tolist()
+    bounds = [-1, *cuts, length - 1]
+    sub_sizes = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+    v = len(sub_sizes)
+    sub_salient = [salient // v + (1 if i < salient % v else 0) for i in range(v)]
+    slots = (v + p - 1) // p
+    slot_context = [context // slots + (1 if j < context % slots else 0) for j in range(slots)]
+    sub_context = [min(slot_context[i // p], n // 2) if i % p == 0 else 0 for i in range(v)]
+    sub_context.reverse()
+    frame_salient: list[int] = []
+    frame_context: list[int] = []
+    for size, sal, ctx in zip(sub_sizes, sub_salient, sub_context):
+        frame_salient += [0] * (size - 1)
+        frame_context += [0] * (size - 1)
+        frame_context.append(ctx)
+        frame_salient.append(min(sal, n - ctx) if ctx > 0 else min(sal, n))
+    return frame_salient, frame_context
+
+
+def fastvid_select(
+    features: torch.Tensor,
+    saliency: torch.Tensor,
+    *,
+    retention_ratio: float,
+    dyseg_c: int,
+    dyseg_tau: float,
+    dyseg_ignore: float,
+    stprune_d: float,
+    dtm_p: int,
+    dtm_beta: float,
+    count: int | None = None,
+) -> FastVIDResult:
+    """FastVID (Qwen2.5-VL path) on ``features`` [T, N, D] with ATS ``saliency`` [T, N]; float32.
+
+    Without ``count`` this is the official computation (every segment keeps int(N*r) tokens per
+    frame). With ``count`` the segments share exactly ``count`` tokens in proportion to their
+    length, and tokens the per-frame caps would lose are refilled with the most salient unkept
+    tokens (frames that already hold tokens first), so exactly ``count`` tokens are kept.
+    ``dyseg_c`` must be <= T (callers clamp).
+    """
+    t, n, dim = features.shape
+    x = features.float()
+    g = F.normalize(x.mean(dim=1), dim=-1)
+    similarity = (g[:-1] * g[1:]).sum(dim=-1)
+    sizes = dyseg(similarity, t, dyseg_c, dyseg_tau)
+    if count is None:
+        frame_retain = max(int(n * retention_ratio), 1)
+        retains = [frame_retain * size for size in sizes]
+    else:
+        cum = [count * end // t for end in accumulate(sizes)]
+        retains = [b - a for a, b in zip([0, *cum[:-1]], cum)]
+    frame_salient: list[int] = []
+    frame_context: list[int] = []
+    start = 0
+    for size, retain in zip(sizes, retains):
+        sal, ctx = segment_plan(retain, similarity[start : start + size - 1], n, stprune_d, dtm_p, dyseg_ignore)
+        frame_salient += sal
+        frame_context += ctx
+        start += size
+
+    device = x.device
+    salient = torch.zeros(t, n, dtype=torch.bool, device=device)
+    anchor_mask = torch.zeros_like(salient)
+    anchors: dict[int, torch.Tensor] = {}
+    for f in range(t):
+        if frame_salient[f] > 0:
+            salient[f, top_k_stable(saliency[f], frame_salient[f])] = True
+        if frame_context[f] > 0:
+            rest = (~salient[f]).nonzero().flatten()
+            peaks = density_peaks(x[f, rest], DTM_NEIGHBOURS)
+            anchors[f] = rest[top_centres(peaks.score, frame_context[f])]
+            anchor_mask[f, anchors[f]] = True
+
+    extra = 0
+    if count is not None:
+        extra = count - int(salient.sum()) - int(anchor_mask.sum())
+        if extra > 0:
+            flat_sal = saliency.float().flatten()
+            holds = (salient | anchor_mask).any(dim=1, keepdim=True).expand(t, n).flatten()
+            free = (~(salient | anchor_mask)).flatten().nonzero().flatten()
+            order = torch.sort(flat_sal[free], descending=True, stable=True).indices
+            order = order[torch.sort(holds[free][order].int(), descending=True, stable=True).indices]
+            salient.view(-1)[free[order[:extra]]] = True
+
+    flat = x.reshape(t * n, dim)
+    unit = F.normalize(flat, dim=-1)
+    merged = flat.clone()
+    start = 0
+    for size in sizes:
+        seg = slice(start * n, (start + size) * n)
+        for f in range(start, start + size):
+            if f not in anchors:
+                continue
+            targets = f * n + anchors[f]
+            candidate = ~salient[start : start + size].flatten()
+            candidate[targets - start * n] = False
+            rows = torch.arange(seg.start, seg.stop, device=device)[candidate]
+            assign = (unit[rows] @ unit[targets].T).argmax(dim=1)
+            counts = torch.bincount(assign, minlength=targets.numel()).to(flat.dtype)[:, None]
+            sums = torch.zeros(targets.numel(), dim, dtype=flat.dtype, device=device).index_add_(0, assign, flat[rows])
+            weight = (1.0 / (counts + 1.0)).clamp(min=dtm_beta)
+            merged[targets] = weight * flat[targets] + (1.0 - weight) * sums / counts.clamp(min=1.0)
+        start += size
+
+    salient_idx = salient.flatten().nonzero().flatten()
+    context_idx = anchor_mask.flatten().nonzero().flatten()
+    kept = (salient | anchor_mask).flatten().nonzero().flatten()
+    return FastVIDResult(
+        kept_idx=kept,
+        kept_features=merged[kept],
+        segment_sizes=torch.tensor(sizes, dtype=torch.long),
+        frame_salient_num=salient.sum(dim=1),
+        frame_context_num=anchor_mask.sum(dim=1),
+        salient_idx=salient_idx,
+        context_anchor_idx=context_idx,
+        extra_salient=extra,
+    )
+
+
+@register("fastvid")
+@dataclass
+class FastVID(Method):
+    """FastVID: DySeg temporal segments, then STPrune (ATS salient tokens + DTM merged anchors) per segment.
+
+    Paper: Shen et al., "FastVID: Dynamic Density Pruning for Fast Video Large Language Models" (2025).
+
+    * DySeg: frame features = normalized mean token; cut after the c-1 least similar transitions and
+      after every transition with cosine < tau.
+    * STPrune per segment of L frames keeps R = int(N*r)*L tokens: C = max(int(R*d), 1) context
+      anchors, the rest salient. Within a segment, runs of frames with cosine >= ``dyseg_ignore``
+      collapse onto their last frame (the others get nothing); salient tokens are split evenly over
+      those representative frames and anchors go to every p-th of them, counted from the end (at
+      most N//2 per frame).
+    * ATS: per frame, the top tokens by pseudo-[CLS] attention of the last ViT block
+      (:func:`ats_saliency`, read from ``tokens.extras["vision_saliency"]``).
+    * DTM: density-peak (DPC-KNN, k=4) anchors among an anchor frame's non-salient tokens; every
+      other non-salient token of the segment joins its most cosine-similar anchor, which becomes
+      ``w*anchor + (1-w)*mean(members)``, w = max(1/(members+1), beta).
+
+    Presets (``preset``): "qwen" (fastvid_qwen25vl eval.sh: r=0.27, c=8, tau=0.84, ignore=0.95,
+    d=0.4, p=4, beta=0.6) and "llava" (LLaVA-OneVision / LLaVA-Video eval.sh: r=0.10, c=8,
+    tau=0.9, d=0.4, p=4, beta=0.6; that path has no frame collapsing, i.e. ignore=inf). Any knob
+    passed explicitly overrides the preset.
+
+    Budget: ``retention_ratio`` is r. A vtc budget (``retain``/``tokens``) replaces it and is met
+    exactly: the segments share ``budget.count(N_total)`` tokens in proportion to their lengths
+    (the official int(N*r)*L floors per frame and keeps fewer), and any tokens lost to the per-frame
+    caps are refilled with the most salient unkept tokens, frames already holding tokens first.
+    Per-frame budgets are refused: FastVID moves tokens between frames by design. Passing both r
+    and a budget is refused.
+
+    Positions: salient tokens are copies; a merged anchor is the anchor's own row and keeps that
+    row's (t, h, w) position ids, as the official code gathers the M-RoPE ids of the kept rows.
+
+    Deviations from the official code:
+
+    * ATS input: until a vision hook provides ``extras["vision_saliency"]`` (a per-row tensor, or
+      the whole video's :func:`ats_saliency` indexed through ``tokens.source``), the saliency is the
+      card's fallback computed on the LLM-input features, softmax over each frame of
+      mean_token . x / sqrt(D); the fallback is recorded in the notes.
+    * Short videos: DySeg needs T >= c (torch.topk raises otherwise); c is clamped to T, which makes
+      every frame its own segment, as official with T == c; the clamp is noted.
+    * int(N*r) == 0 makes the official code crash (negative salient count); it is raised to 1.
+    * Ties (saliency top-k, density scores, DySeg's weakest transitions) go to the lower index; the
+      official density adds U(0, 1e-6) noise instead, and the reference vectors do not depend on it.
+    * The LLaVA preset runs the Qwen-path STPrune above, not the LLaVA code's batched variant (which
+      gives every frame int(fr*d) fewer salient tokens, floors anchor shares without remainders and
+      lets anchors absorb themselves): budgets match up to rounding.
+
+    Complexity: DySeg O(T*N*D); ATS O(T*N log N); DTM O(N^2*D) per anchor frame; merging O(L*N*A*D)
+    per anchor frame of a segment with A anchors.
+    """
+
+    preset: str = "qwen"
+    retention_ratio: float | None = None
+    dyseg_c: int | None = None
+    dyseg_tau: float | None = None
+    dyseg_ignore: float | None = None
+    stprune_d: float | None = None
+    dtm_p: int | None = None
+    dtm_beta: float | None = None
+    stage = "prefill"
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        for knob, value in PRESETS[self.preset].items():
+            if knob != "retention_ratio" and getattr(self, knob) is None:
+                setattr(self, knob, value)
+        if self.retention_ratio is not None and not 0.0 < self.retention_ratio <= 1.0:
+            raise ValueError(f"retention_ratio must be in (0, 1], got {self.retention_ratio}")
+        for knob in ("dyseg_c", "dtm_p"):
+            value = getattr(self, knob)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{knob} must be an int >= 1, got {value!r}")
+        if not 0.0 <= self.stprune_d <= 1.0:
+            raise ValueError(f"stprune_d (context share) must be in [0, 1], got {self.stprune_d}")
+        if not 0.0 <= self.dtm_beta <= 1.0:
+            raise ValueError(f"dtm_beta (anchor weight floor) must be in [0, 1], got {self.dtm_beta}")
+        for knob in ("dyseg_tau", "dyseg_ignore"):
+            if math.isnan(float(getattr(self, knob))):
+                raise ValueError(f"{knob} must be a number, got NaN")
+
+    def resolve_budget(self, budget: Budget) -> Budget:
+        if budget.scope == "frame":
+            raise ValueError("fastvid moves tokens between frames (whole frames can get none): use a video-level budget")
+        if budget.is_set and self.retention_ratio is not None:
+            raise ValueError("fastvid takes either retention_ratio= (the paper's r) or a budget (retain/tokens), not both")
+        return budget
+
+    def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
+        budget = self.resolve_budget(budget)
+        rows = frame_grid(tokens)
+        x = tokens.features[rows].float()
+        notes: list[str] = []
+        saliency = tokens.extras.get("vision_saliency")
+        if saliency is None:
+            saliency = mean_token_saliency(x)
+            notes.append("ATS fallback: no ViT saliency given, used the mean LLM-input token as pseudo-[CLS]")
+        else:
+            saliency = saliency.flatten().to(device=x.device, dtype=torch.float32)
+            saliency = (saliency if saliency.numel() == len(tokens) else saliency[tokens.source])[rows]
+        frames = rows.shape[0]
+        c = min(self.dyseg_c, frames)
+        if c < self.dyseg_c:
+            notes.append(f"DySeg c={self.dyseg_c} clamped to the {frames} frames present (one segment per frame)")
+        ratio = PRESETS[self.preset]["retention_ratio"] if self.retention_ratio is None else self.retention_ratio
+        result = fastvid_select(
+            x, saliency, retention_ratio=ratio, dyseg_c=c, dyseg_tau=self.dyseg_tau,
+            dyseg_ignore=self.dyseg_ignore, stprune_d=self.stprune_d, dtm_p=self.dtm_p, dtm_beta=self.dtm_beta,
+            count=budget.count(len(tokens)) if budget.is_set else None,
+        )
+        if result.extra_salient:
+            notes.append(f"exact budget: {result.extra_salient} salient tokens refilled after the per-frame caps")
+        keep = rows.flatten()[result.kept_idx]
+        order = torch.argsort(keep)
+        return Selection(keep=keep[order], features=result.kept_features[order].to(tokens.features.dtype), notes=notes)
+
+
+def frame_grid(tokens: VisualTokens) -> torch.Tensor:
+    """Rows [T, N] of the frames present, each in raster order; FastVID needs whole, equal frames."""
+    frames = tokens.frames()
+    sizes = {int(rows.numel()) for rows in frames}
+    if len(sizes) != 1:
+        raise ValueError(f"fastvid needs every frame to hold the same number of tokens, got sizes {sorted(sizes)}")
+    rows = torch.stack(frames)
+    h, w = tokens.coords[rows, 1], tokens.coords[rows, 2]
+    raster = torch.argsort(h * (int(w.max()) + 1) + w, dim=1, stable=True)
+    return rows.gather(1, raster)
