@@ -1,2 +1,2 @@
 """Built-in methods; importing this package registers them. One file per method."""
-from . import dtd, evad, fastv, fastvid, pool, random, uniform  # noqa: F401
+from . import divprune, dtd, dycoke, evad, fastv, fastvid, pool, random, uniform, vidcom2  # noqa: F401
