@@ -1,0 +1,366 @@
+"""HoliTom, outer-LLM stage: global temporal windows, static merging, dynamic saliency selection.
+
+Paper: Shao et al., "HoliTom: Holistic Token Merging for Fast Video Large Language Models"
+(NeurIPS 2025). Official code: cokeshao/HoliTom, ``holitom/llava_arch.py``
+(``select_static_windows``, ``get_static_dynamic_features``, ``holitom``,
+``merge_tokens_by_attention_density``, ``merge_tokens_by_density``, ``merge_tokens_by_clustering``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..budget import Budget
+from ..method import Method, top_k_stable
+from ..registry import register
+from ..tokens import Selection, VisualTokens
+from .clustering import assign_to_nearest, density_peaks, top_centres
+
+DEFAULT_RETAIN = 0.1  # RETAIN_RATIO env default
+DEFAULT_TAU = 0.8  # T env default, used by the 0.15-0.25 scripts
+LOW_RETAIN_TAU = 0.65  # eval_ov-7b_holitom.sh pairs RETAIN_RATIO=0.10 with T=0.65
+
+
+@dataclass
+class HoliTomResult:
+    """Outputs of :func:`holitom_select` in the official (one_token) order.
+
+    Per window: the static merged tokens (centres in ascending position), then each frame's
+    dynamic tokens (dominant tokens in ascending position, then merged contextual centres).
+    """
+
+    out_features: torch.Tensor  # [M, C] float32
+    out_pos: torch.Tensor  # [M] spatial index 0..N-1 (the centre's for merged tokens)
+    out_frame: torch.Tensor  # [M] frame of a dynamic token; the window's first frame for static tokens
+    out_is_static: torch.Tensor  # [M] bool
+    windows: torch.Tensor  # [W, 2] inclusive (start, end)
+    total_reduced: int  # tokens saved by keeping static positions once per window
+    retain_after_static: float  # r' (the official ratio; the budget share when ``count`` is given)
+
+
+def apportion(sizes: list[int], total: int) -> list[int]:
+    """Split ``total`` over groups of ``sizes``: one per non-empty group, the rest in proportion to size - 1.
+
+    The proportional part uses largest remainders (earlier groups win ties) in exact integer
+    arithmetic, so the result sums to ``min(total, sum(sizes))`` and no group exceeds its size.
+    With fewer than one per non-empty group, the largest groups (earlier first) get one each.
+    """
+    capacity = sum(sizes)
+    if total >= capacity:
+        return list(sizes)
+    filled = [i for i, s in enumerate(sizes) if s > 0]
+    out = [0] * len(sizes)
+    if total < len(filled):
+        for i in sorted(filled, key=lambda i: -sizes[i])[:total]:
+            out[i] = 1
+        return out
+    rest, spare = total - len(filled), capacity - len(filled)
+    remainders = []
+    for i in filled:
+        share, remainder = divmod(rest * (sizes[i] - 1), spare)
+        out[i] = 1 + share
+        remainders.append((-remainder, i))
+    for _, i in sorted(remainders)[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def static_window_counts(above: torch.Tensor, max_window_size: int) -> list[list[int]]:
+    """``count[s][e]`` = (e - s) * #positions similar (> tau) across every transition of [s, e].
+
+    ``above``: [T-1, N] bool, transition t -> t+1 above tau. Only windows of at most
+    ``max_window_size`` frames are filled (others stay 0 and are never read).
+    """
+    t = above.shape[0] + 1
+    count = [[0] * t for _ in range(t)]
+    for s in range(t - 1):
+        run = torch.cumprod(above[s : s + max_window_size - 1].int(), dim=0).sum(dim=1).tolist()
+        for j, n in enumerate(run):
+            count[s][s + 1 + j] = (j + 1) * n
+    return count
+
+
+def select_static_windows(above: torch.Tensor, max_window_size: int) -> tuple[list[tuple[int, int]], int]:
+    """Partition the frames into windows maximising the tokens saved (the official DP).
+
+    ``dp[i] = max(dp[i-1], max_ws dp[i-ws] + count[i-ws+1][i])``; only a strict improvement changes
+    the choice, so ties keep the single frame or the smallest window, as in the official loop.
+    """
+    t = above.shape[0] + 1
+    count = static_window_counts(above, max_window_size)
+    dp = [0] * t
+    prev = [0] * t
+    for i in range(t):
+        best, start = (dp[i - 1] if i > 0 else 0), i
+        for size in range(2, min(i + 1, max_window_size) + 1):
+            j = i - size
+            value = (dp[j] if j >= 0 else 0) + count[j + 1][i]
+            if value > best:
+                best, start = value, j + 1
+        dp[i], prev[i] = best, start
+    windows = []
+    i = t - 1
+    while i >= 0:
+        windows.append((prev[i], i))
+        i = prev[i] - 1
+    return windows[::-1], dp[-1]
+
+
+def merge_into_centres(x: torch.Tensor, distance: torch.Tensor, centres: torch.Tensor, beta: float) -> torch.Tensor:
+    """Each centre absorbs its nearest non-centre points: beta*centre + (1-beta)*mean(members), or itself if none."""
+    labels = assign_to_nearest(distance, centres)
+    members = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    members[centres] = False
+    sums = torch.zeros(centres.numel(), x.shape[1], dtype=x.dtype, device=x.device)
+    sums.index_add_(0, labels[members], x[members])
+    counts = torch.bincount(labels[members], minlength=centres.numel()).to(x.dtype)[:, None]
+    merged = beta * x[centres] + (1.0 - beta) * sums / counts.clamp(min=1.0)
+    return torch.where(counts > 0, merged, x[centres])
+
+
+def density_merge(x: torch.Tensor, n: int, k: int, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """DPC-KNN into ``n`` centres (k = min(k, n) neighbours), merged with beta; (centre indices ascending, features)."""
+    peaks = density_peaks(x, min(k, n))
+    centres = top_centres(peaks.score, n)
+    return centres, merge_into_centres(x, peaks.distance, centres, beta)
+
+
+def holitom_select(
+    features: torch.Tensor,
+    saliency: torch.Tensor,
+    *,
+    retain_ratio: float,
+    tau: float,
+    beta: float,
+    d: float,
+    k: int,
+    max_window_size: int,
+    count: int | None = None,
+) -> HoliTomResult:
+    """HoliTom's outer stage on ``features`` [T, N, C] with per-token ``saliency`` [T, N]; float32.
+
+    Without ``count`` this is the official computation: static windows by DP, r' = RETAIN_RATIO
+    divided by the share left after static merging, round(L_s*r') static centres per window and
+    ceil(L_dyn*r') dynamic tokens per frame (of which round(.*(1-D)) by saliency, the rest DPC-KNN
+    merged contextual tokens; D > 0 crashes officially, here it works). With ``count`` the same
+    groups (each window's static tokens, each frame's dynamic tokens) share exactly ``count``
+    tokens in proportion to their sizes (:func:`apportion`) instead of round/ceil per group.
+    """
+    t, n, _ = features.shape
+    x = features.float()
+    device = x.device
+    normed = F.normalize(x, p=2, dim=-1)
+    above = F.cosine_similarity(normed[:-1], normed[1:], dim=-1) > tau
+    windows, total_reduced = select_static_windows(above, max_window_size)
+    total = t * n
+    ratio = min(retain_ratio / ((total - total_reduced) / total), 1.0)
+
+    masks = []
+    for s, e in windows:
+        masks.append(above[s:e].all(dim=0) if e > s else torch.zeros(n, dtype=torch.bool, device=device))
+    if count is None:
+        plan = []
+        for (s, e), mask in zip(windows, masks):
+            n_static, n_dynamic = int(mask.sum()), n - int(mask.sum())
+            plan.append(round(n_static * ratio) if e > s else 0)
+            plan += [math.ceil(n_dynamic * ratio)] * (e - s + 1)
+    else:
+        sizes = []
+        for (s, e), mask in zip(windows, masks):
+            sizes.append(int(mask.sum()) if e > s else 0)
+            sizes += [n - int(mask.sum())] * (e - s + 1)
+        plan = apportion(sizes, count)
+        ratio = count / max(sum(sizes), 1)
+
+    feats, pos, frame, static = [], [], [], []
+
+    def emit(f: torch.Tensor, p: torch.Tensor, fr: int, is_static: bool) -> None:
+        feats.append(f)
+        pos.append(p)
+        frame.append(torch.full_like(p, fr))
+        static.append(torch.full_like(p, is_static, dtype=torch.bool))
+
+    slot = iter(plan)
+    positions = torch.arange(n, device=device)
+    for (s, e), mask in zip(windows, masks):
+        n_static = next(slot)
+        if n_static > 0:
+            centres, merged = density_merge(x[s : e + 1, mask].mean(dim=0), n_static, k, beta)
+            emit(merged, positions[mask][centres], s, True)
+        dynamic = positions[~mask]
+        for f in range(s, e + 1):
+            n_keep = next(slot)
+            dominant_num = round(n_keep * (1 - d))
+            dominant = torch.sort(top_k_stable(saliency[f, dynamic], dominant_num)).values
+            emit(x[f, dynamic[dominant]], dynamic[dominant], f, False)
+            if n_keep > dominant_num:
+                rest = torch.ones(dynamic.numel(), dtype=torch.bool, device=device)
+                rest[dominant] = False
+                centres, merged = density_merge(x[f, dynamic[rest]], n_keep - dominant_num, k, beta)
+                emit(merged, dynamic[rest][centres], f, False)
+    return HoliTomResult(
+        out_features=torch.cat(feats) if feats else x.new_zeros(0, x.shape[-1]),
+        out_pos=torch.cat(pos) if pos else positions[:0],
+        out_frame=torch.cat(frame) if frame else positions[:0],
+        out_is_static=torch.cat(static) if static else torch.zeros(0, dtype=torch.bool, device=device),
+        windows=torch.tensor(windows, dtype=torch.long, device=device).view(-1, 2),
+        total_reduced=int(total_reduced),
+        retain_after_static=ratio,
+    )
+
+
+def mean_token_saliency(features: torch.Tensor) -> torch.Tensor:
+    """Fallback saliency [T, N]: per frame, softmax of mean_token . x / sqrt(D) (one pseudo-[CLS] query).
+
+    HoliTom averages the last ViT layer's attention over heads and queries; averaging the logits
+    over queries instead of the probabilities gives exactly this single mean-token query.
+    """
+    x = features.float()
+    logits = torch.einsum("td,tnd->tn", x.mean(dim=1), x) / math.sqrt(x.shape[-1])
+    return torch.softmax(logits, dim=-1)
+
+
+def whole_frames(tokens: VisualTokens, method: str) -> torch.Tensor:
+    """Rows [T, N] of the frames present, each in raster order, all frames covering the same (h, w) positions.
+
+    Methods that compare the token at one position across frames need this; an earlier stage
+    that removed different positions in different frames makes them refuse clearly.
+    """
+    frames = tokens.frames()
+    sizes = {int(rows.numel()) for rows in frames}
+    if len(sizes) != 1:
+        raise ValueError(f"{method} needs every frame to hold the same positions, got frame sizes {sorted(sizes)}")
+    rows = torch.stack(frames)
+    h, w = tokens.coords[rows, 1], tokens.coords[rows, 2]
+    key = h * (int(w.max()) + 1) + w
+    order = torch.argsort(key, dim=1, stable=True)
+    rows, key = rows.gather(1, order), key.gather(1, order)
+    if not bool((key == key[:1]).all()):
+        raise ValueError(f"{method} needs every frame to hold the same (h, w) positions; an earlier stage removed different ones")
+    return rows
+
+
+def row_saliency(tokens: VisualTokens, rows: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    """Per-token saliency [T, N]: the ViT saliency if a hook gave one, else ``tokens.attn``, else the fallback."""
+    for name, value in (("vision_saliency", tokens.extras.get("vision_saliency")), ("attn", tokens.attn)):
+        if value is not None:
+            value = value.flatten().to(device=features.device, dtype=torch.float32)
+            value = value if value.numel() == len(tokens) else value[tokens.source]
+            notes = [] if name == "vision_saliency" else ["saliency: no ViT attention given, used tokens.attn"]
+            return value[rows], notes
+    return mean_token_saliency(features), [
+        "saliency fallback: no ViT attention given, used the mean LLM-input token as pseudo-[CLS] query per frame"
+    ]
+
+
+@register("holitom")
+@dataclass
+class HoliTom(Method):
+    """HoliTom outer stage: DP temporal windows, static tokens merged over each window, dynamic tokens by saliency.
+
+    Paper: Shao et al., "HoliTom: Holistic Token Merging for Fast Video Large Language Models"
+    (NeurIPS 2025); defaults from the official env knobs and scripts: RETAIN_RATIO 0.1 (scripts
+    0.10-0.25), T (tau) 0.8 (0.65 with RETAIN_RATIO 0.10), BETA 0.6, D 0, K 7, MAX_WINDOW_SIZE 1024.
+
+    1. ``sim[t, i]`` = cosine of the token at position i in frames t and t+1.
+    2. A DP over frames picks the windows that save the most tokens when every position similar
+       (> tau) across a whole window is kept once (:func:`select_static_windows`).
+    3. r' = RETAIN_RATIO / (share left after static merging), capped at 1.
+    4. Per window, the static positions' window-mean tokens are DPC-KNN clustered into
+       round(L_s*r') centres (k = min(K, centres)); each centre becomes
+       BETA*centre + (1-BETA)*mean(its members). Per frame, ceil(L_dyn*r') dynamic tokens are kept:
+       round(.*(1-D)) with the highest saliency, the rest as DPC-KNN merged contextual centres.
+
+    Budget: ``retain_ratio`` is RETAIN_RATIO (default 0.1 with no budget). A vtc budget replaces it
+    and is met exactly: the groups above (each window's static tokens, each frame's dynamic tokens)
+    share ``budget.count(N)`` tokens, one per non-empty group and the rest in proportion to their
+    sizes (:func:`apportion`), instead of the official per-group round/ceil (which lands near, not on,
+    RETAIN_RATIO*N). If static merging already leaves fewer tokens than the budget, everything left
+    is kept and the shortfall is noted. ``tau`` left unset follows the scripts: 0.65 at a retain of
+    at most 10%, else 0.8. Per-frame budgets are refused (static tokens stand for whole windows).
+    Passing both retain_ratio and a budget is refused.
+
+    Positions: the official LLaVA path re-packs positions; vtc keeps original position ids. A
+    static merged token takes the row of the cluster centre's position in the window's *first*
+    frame; a dynamic token is its own row; a merged contextual token (D > 0) its centre's row.
+
+    Saliency: the official input is the SigLIP last-layer attention averaged over heads and
+    queries. vtc reads ``tokens.extras["vision_saliency"]`` (per row, or the whole video's indexed
+    through ``tokens.source``), else ``tokens.attn``, else falls back to the mean-token
+    pseudo-[CLS] attention over each frame's LLM-input tokens (:func:`mean_token_saliency`), with
+    a note.
+
+    Deviations from the official code:
+
+    * D > 0 crashes officially (a broadcast error gathering the contextual positions); here the
+      contextual tokens are the intended DPC-KNN merged centres of each frame's non-dominant tokens.
+    * Ties (saliency top-k, density scores) go to the lower index; the official density adds
+      U(0, 1e-6) noise instead, which makes a single static centre (k = 1) random; the reference
+      vectors do not depend on it.
+    * The inner-LLM merge (HOLITOM_k / HOLITOM_r: at layer k, last-token attention keeps the top
+      r, each dropped token averaged into its most similar kept token) is not implemented yet:
+      ``inner_layer`` / ``inner_ratio`` are reserved and refuse a value.
+    * The official code runs on LLaVA's 2D-pooled frames; vtc runs on whatever grid the family's
+      LLM input has (Qwen: merged 2x2 patches of temporal pairs).
+
+    Complexity: windows O(T^2*N) tensor work plus an O(T*min(T, MAX_WINDOW_SIZE)) DP; static
+    merging O(L_s^2*C) per window; dynamic selection O(N log N) per frame (O(N^2*C) with D > 0).
+    """
+
+    retain_ratio: float | None = None
+    tau: float | None = None
+    beta: float = 0.6
+    d: float = 0.0
+    k: int = 7
+    max_window_size: int = 1024
+    inner_layer: int | None = None
+    inner_ratio: float | None = None
+    stage = "prefill"
+
+    def __post_init__(self) -> None:
+        if self.inner_layer is not None or self.inner_ratio is not None:
+            raise NotImplementedError("holitom's inner-LLM merge (inner_layer / inner_ratio) is not implemented yet")
+        if self.retain_ratio is not None and not 0.0 < self.retain_ratio <= 1.0:
+            raise ValueError(f"retain_ratio must be in (0, 1], got {self.retain_ratio}")
+        if self.tau is not None and not -1.0 <= self.tau <= 1.0:
+            raise ValueError(f"tau is a cosine threshold: it must be in [-1, 1], got {self.tau}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta (centre weight) must be in [0, 1], got {self.beta}")
+        if not 0.0 <= self.d <= 1.0:
+            raise ValueError(f"d (contextual share of dynamic tokens) must be in [0, 1], got {self.d}")
+        for knob in ("k", "max_window_size"):
+            value = getattr(self, knob)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{knob} must be an int >= 1, got {value!r}")
+
+    def resolve_budget(self, budget: Budget) -> Budget:
+        if budget.scope == "frame":
+            raise ValueError("holitom merges static tokens over whole windows of frames: use a video-level budget")
+        if budget.is_set and self.retain_ratio is not None:
+            raise ValueError("holitom takes either retain_ratio= (RETAIN_RATIO) or a budget (retain/tokens), not both")
+        return budget
+
+    def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
+        budget = self.resolve_budget(budget)
+        rows = whole_frames(tokens, self.name)
+        x = tokens.features[rows].float()
+        saliency, notes = row_saliency(tokens, rows, x)
+        count = budget.count(len(tokens)) if budget.is_set else None
+        if count is None:
+            ratio = DEFAULT_RETAIN if self.retain_ratio is None else self.retain_ratio
+        else:
+            ratio = budget.retain if budget.retain is not None else count / len(tokens)
+        tau = self.tau if self.tau is not None else (LOW_RETAIN_TAU if ratio <= DEFAULT_RETAIN + 1e-9 else DEFAULT_TAU)
+        result = holitom_select(
+            x, saliency, retain_ratio=ratio, tau=tau, beta=self.beta, d=self.d, k=self.k,
+            max_window_size=self.max_window_size, count=count,
+        )
+        kept = result.out_pos.numel()
+        if count is not None and kept < count:
+            notes.append(f"budget missed by {count - kept}: static merging left only {kept} tokens")
+        keep = rows[result.out_frame, result.out_pos]
+        order = torch.argsort(keep)
+        return Selection(keep=keep[order], features=result.out_features[order].to(tokens.features.dtype), notes=notes)
