@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from vtc import Budget, VisualTokens
-from vtc.methods.holitom import HoliTom, apportion, holitom_select
+from vtc.budget import apportion
+from vtc.methods.holitom import HoliTom, holitom_select
 
 from .vectors import load, parametrize_cases
 

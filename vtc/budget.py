@@ -55,3 +55,30 @@ class Budget:
         if self.retain is not None:
             return f"retain={self.retain:g}" + ("/frame" if self.scope == "frame" else "")
         return "method default"
+
+
+def apportion(sizes: list[int], total: int) -> list[int]:
+    """Split ``total`` over groups of ``sizes``: one per non-empty group, the rest in proportion to size - 1.
+
+    The proportional part uses largest remainders (earlier groups win ties) in exact integer
+    arithmetic, so the result sums to ``min(total, sum(sizes))`` and no group exceeds its size.
+    With fewer than one per non-empty group, the largest groups (earlier first) get one each.
+    """
+    capacity = sum(sizes)
+    if total >= capacity:
+        return list(sizes)
+    filled = [i for i, s in enumerate(sizes) if s > 0]
+    out = [0] * len(sizes)
+    if total < len(filled):
+        for i in sorted(filled, key=lambda i: -sizes[i])[:total]:
+            out[i] = 1
+        return out
+    rest, spare = total - len(filled), capacity - len(filled)
+    remainders = []
+    for i in filled:
+        share, remainder = divmod(rest * (sizes[i] - 1), spare)
+        out[i] = 1 + share
+        remainders.append((-remainder, i))
+    for _, i in sorted(remainders)[: total - sum(out)]:
+        out[i] += 1
+    return out

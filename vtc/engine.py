@@ -168,7 +168,7 @@ class Engine:
         embeds, mask = kwargs["inputs_embeds"], kwargs.get("attention_mask")
         if kwargs.get("position_ids") is None:
             raise ValueError("vtc needs the model's position ids at the language model; none were computed")
-        input_ids = captured["input_ids"]
+        input_ids = captured["input_ids"].to(embeds.device)
         visual = input_ids == self.adapter.visual_token_id()
         if mask is not None:
             visual &= mask.bool()
@@ -309,6 +309,8 @@ class Engine:
         attn = state.recorded.pop(idx - 1, None)
         if attn is None:
             raise RuntimeError(f"no attention was recorded at layer {idx - 1}; the layer stage cannot run")
+        state.visual = [tok.to(hidden.device) for tok in state.visual]
+        attn = attn.to(hidden.device)
         tokens = [
             VisualTokens(**{**tok.__dict__, "features": hidden[b, tok.index], "attn": attn[b, tok.index]})
             for b, tok in enumerate(state.visual)
@@ -355,7 +357,8 @@ class Engine:
             return valid.long() if _is_flash(self.adapter) else valid[:, None, None, :]
         if mask.ndim == 2:
             extra = mask.shape[1] - cut.kept.shape[1]
-            return torch.gather(mask, 1, cut.columns(extra)) * cut.valid_columns(extra).to(mask.dtype)
+            columns, valid = cut.columns(extra).to(mask.device), cut.valid_columns(extra).to(mask.device, mask.dtype)
+            return torch.gather(mask, 1, columns) * valid
         return cut.mask_4d(mask, rows_too=False)
 
     def follow_layer_cuts(self, masks: torch.Tensor, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

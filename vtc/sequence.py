@@ -41,7 +41,7 @@ class Compaction:
     def rows(self, x: torch.Tensor, seq_dim: int = 1) -> torch.Tensor:
         """Gather along ``seq_dim`` of a tensor whose batch dim precedes it ([B, L, ...] or [P, B, L])."""
         batch_dim = seq_dim - 1
-        index = self.gather
+        index = self.gather.to(x.device)  # with device_map, layers may sit on other devices
         shape = [1] * x.ndim
         shape[batch_dim], shape[seq_dim] = index.shape
         index = index.view(shape).expand(*[x.shape[d] if d not in (batch_dim, seq_dim) else shape[d] for d in range(x.ndim)])
@@ -51,7 +51,7 @@ class Compaction:
         """The new [B, L'] padding mask (1 = attend), in the dtype of the old one."""
         if mask is None:
             return self.valid.long()
-        return torch.gather(mask, 1, self.gather) * self.valid.to(mask.dtype)
+        return torch.gather(mask, 1, self.gather.to(mask.device)) * self.valid.to(mask.device, mask.dtype)
 
     def mask_4d(self, mask: torch.Tensor, rows_too: bool) -> torch.Tensor:
         """Gather key columns (and query rows in prefill) of a [B, 1, Q, K] mask, bool or additive float.
@@ -59,6 +59,8 @@ class Compaction:
         New padding columns are masked; new padding query rows attend to themselves only, so their
         (unused) outputs stay finite instead of NaN.
         """
+        if self.gather.device != mask.device:
+            return Compaction(*(t.to(mask.device) for t in (self.gather, self.valid, self.kept))).mask_4d(mask, rows_too)
         gathered = mask
         if rows_too:
             idx = self.gather[:, None, :, None].expand(-1, mask.shape[1], -1, mask.shape[3])

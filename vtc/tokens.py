@@ -1,7 +1,7 @@
 """The values that flow between the engine and the methods: what a method sees and what it returns."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -51,6 +51,12 @@ class VisualTokens:
         rows = torch.arange(features.shape[0], device=device)
         return cls(features=features, coords=coords, frame=coords[:, 0].clone(),
                    time=coords[:, 0].float() * seconds_per_frame, index=rows, grid=(t, h, w), source=rows.clone())
+
+    def to(self, device: torch.device) -> "VisualTokens":
+        """The same tokens on ``device`` (layers of a device_map-split model live on different GPUs)."""
+        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self)
+                 if isinstance(getattr(self, f.name), torch.Tensor)}
+        return replace(self, **moved)
 
     def __len__(self) -> int:
         return int(self.features.shape[0])

@@ -108,4 +108,4 @@ def answer_item(model: Any, processor: Any, data_dir: Path, item: dict[str, Any]
     from ..video import load_video
 
     video = load_video(Path(data_dir) / item["video"], num_frames=num_frames)
-    return generate_answers(model, processor, build_inputs(processor, [video], [question_text(item)]))[0]
+    return generate_answers(model, processor, build_inputs(processor, [video], [question_text(item)]), max_new_tokens=4)[0]

@@ -109,7 +109,7 @@ def parse_answer(text: str, options: list[str]) -> str | None:
     """The option letter a reply names: its word ("red") or its letter ("B" / "B.")."""
     reply = text.strip()
     values = {opt.split(". ", 1)[1].lower(): opt.split(". ", 1)[0] for opt in options}
-    words = re.findall(r"[A-Za-z0-9]+", reply)
+    words = re.findall(r"[A-Za-z]+|[0-9]+", reply)
     if not words:
         return None
     first = words[0]

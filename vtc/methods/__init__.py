@@ -1,2 +1,4 @@
 """Built-in methods; importing this package registers them. One file per method."""
-from . import divprune, dtd, dycoke, evad, fastv, fastvid, pool, random, uniform, vidcom2  # noqa: F401
+from . import (  # noqa: F401
+    centerclip, divprune, dtd, dycoke, evad, fastv, fastvid, holitom, pool, prunevid, random, uniform, vidcom2,
+)

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..budget import Budget
+from ..budget import Budget, apportion
 from ..method import Method
 from ..registry import register
 from ..tokens import Selection, VisualTokens
-from .holitom import apportion
 
 DISTANCES = ("euclidean", "cosine")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..budget import Budget
+from ..budget import Budget, apportion
 from ..method import Method, top_k_stable
 from ..registry import register
 from ..tokens import Selection, VisualTokens
@@ -39,33 +39,6 @@ class HoliTomResult:
     windows: torch.Tensor  # [W, 2] inclusive (start, end)
     total_reduced: int  # tokens saved by keeping static positions once per window
     retain_after_static: float  # r' (the official ratio; the budget share when ``count`` is given)
-
-
-def apportion(sizes: list[int], total: int) -> list[int]:
-    """Split ``total`` over groups of ``sizes``: one per non-empty group, the rest in proportion to size - 1.
-
-    The proportional part uses largest remainders (earlier groups win ties) in exact integer
-    arithmetic, so the result sums to ``min(total, sum(sizes))`` and no group exceeds its size.
-    With fewer than one per non-empty group, the largest groups (earlier first) get one each.
-    """
-    capacity = sum(sizes)
-    if total >= capacity:
-        return list(sizes)
-    filled = [i for i, s in enumerate(sizes) if s > 0]
-    out = [0] * len(sizes)
-    if total < len(filled):
-        for i in sorted(filled, key=lambda i: -sizes[i])[:total]:
-            out[i] = 1
-        return out
-    rest, spare = total - len(filled), capacity - len(filled)
-    remainders = []
-    for i in filled:
-        share, remainder = divmod(rest * (sizes[i] - 1), spare)
-        out[i] = 1 + share
-        remainders.append((-remainder, i))
-    for _, i in sorted(remainders)[: total - sum(out)]:
-        out[i] += 1
-    return out
 
 
 def static_window_counts(above: torch.Tensor, max_window_size: int) -> list[list[int]]:
@@ -147,7 +120,7 @@ def holitom_select(
     ceil(L_dyn*r') dynamic tokens per frame (of which round(.*(1-D)) by saliency, the rest DPC-KNN
     merged contextual tokens; D > 0 crashes officially, here it works). With ``count`` the same
     groups (each window's static tokens, each frame's dynamic tokens) share exactly ``count``
-    tokens in proportion to their sizes (:func:`apportion`) instead of round/ceil per group.
+    tokens in proportion to their sizes (:func:`vtc.budget.apportion`) instead of round/ceil per group.
     """
     t, n, _ = features.shape
     x = features.float()
@@ -277,7 +250,7 @@ class HoliTom(Method):
     Budget: ``retain_ratio`` is RETAIN_RATIO (default 0.1 with no budget). A vtc budget replaces it
     and is met exactly: the groups above (each window's static tokens, each frame's dynamic tokens)
     share ``budget.count(N)`` tokens, one per non-empty group and the rest in proportion to their
-    sizes (:func:`apportion`), instead of the official per-group round/ceil (which lands near, not on,
+    sizes (:func:`vtc.budget.apportion`), instead of the official per-group round/ceil (which lands near, not on,
     RETAIN_RATIO*N). If static merging already leaves fewer tokens than the budget, everything left
     is kept and the shortfall is noted. ``tau`` left unset follows the scripts: 0.65 at a retain of
     at most 10%, else 0.8. Per-frame budgets are refused (static tokens stand for whole windows).

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..budget import Budget
+from ..budget import Budget, apportion
 from ..method import Method
 from ..registry import register
 from ..tokens import Selection, VisualTokens
 from .clustering import assign_to_nearest, density_peaks
-from .holitom import apportion, whole_frames
+from .holitom import whole_frames
 
 DEFAULT_CLUSTER_RATIO = 0.5
 CLUSTER_ABOVE = 14  # official: only groups of more than 14 tokens are clustered
@@ -194,7 +194,7 @@ class PruneVid(Method):
 
     Budget: ``cluster_ratio`` is the paper's knob (default 0.5 with no budget). A vtc budget
     replaces it and is met exactly: the groups share ``budget.count(N)`` outputs, one per non-empty
-    group and the rest in proportion to their sizes (:func:`~vtc.methods.holitom.apportion`; the
+    group and the rest in proportion to their sizes (:func:`~vtc.budget.apportion`; the
     retain fraction thus maps to an effective cluster ratio of count / tokens left after static
     merging), and every group whose share is
     below its size is clustered, whatever its size (the official "more than 14" rule would
