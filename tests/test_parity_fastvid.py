@@ -82,7 +82,7 @@ def test_short_video_clamps_segments_and_notes_the_fallbacks() -> None:
     tokens = _video(t=3)
     selection = FastVID().compress(tokens, Budget())
     assert any("clamped" in note for note in selection.notes)
-    assert any("ATS fallback" in note for note in selection.notes)
+    assert any("saliency fallback" in note for note in selection.notes)
     # c clamped to T: every frame is its own segment and keeps int(N * 0.27) tokens, as official with T == c.
     assert selection.keep.numel() == 3 * int(20 * 0.27)
 
@@ -104,5 +104,5 @@ def test_presets_and_conflicts() -> None:
 
 def test_ragged_frames_are_refused() -> None:
     tokens = _video()
-    with pytest.raises(ValueError, match="same number of tokens"):
+    with pytest.raises(ValueError, match="same positions"):
         FastVID().compress(tokens.subset(torch.arange(1, len(tokens))), Budget(retain=0.25))

@@ -18,6 +18,7 @@ from ..method import Method, top_k_stable
 from ..registry import register
 from ..tokens import Selection, VisualTokens
 from .clustering import density_peaks, top_centres
+from .frames import row_saliency, whole_frames
 
 PRESETS: dict[str, dict[str, float]] = {
     # fastvid_qwen25vl/scripts/eval.sh
@@ -44,13 +45,6 @@ def ats_saliency(q: torch.Tensor, k: torch.Tensor, grid_thw: tuple[int, int, int
     unit_keys = k.float().view(t, gh * gw // unit, unit, heads, head_dim).mean(dim=2)  # [T, M, H, hd]
     logits = torch.einsum("thd,tmhd->thm", pseudo_cls, unit_keys) / math.sqrt(head_dim)
     return torch.softmax(logits, dim=-1).mean(dim=1)
-
-
-def mean_token_saliency(features: torch.Tensor) -> torch.Tensor:
-    """Fallback ATS [T, N] on LLM-input features: the frame's mean token as pseudo-[CLS] query."""
-    x = features.float()
-    logits = torch.einsum("td,tnd->tn", x.mean(dim=1), x) / math.sqrt(x.shape[-1])
-    return torch.softmax(logits, dim=-1)
 
 
 @dataclass
@@ -305,16 +299,9 @@ class FastVID(Method):
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         budget = self.resolve_budget(budget)
-        rows = frame_grid(tokens)
+        rows = whole_frames(tokens, self.name)
         x = tokens.features[rows].float()
-        notes: list[str] = []
-        saliency = tokens.extras.get("vision_saliency")
-        if saliency is None:
-            saliency = mean_token_saliency(x)
-            notes.append("ATS fallback: no ViT saliency given, used the mean LLM-input token as pseudo-[CLS]")
-        else:
-            saliency = saliency.flatten().to(device=x.device, dtype=torch.float32)
-            saliency = (saliency if saliency.numel() == len(tokens) else saliency[tokens.source])[rows]
+        saliency, notes = row_saliency(tokens, rows, x)
         frames = rows.shape[0]
         c = min(self.dyseg_c, frames)
         if c < self.dyseg_c:
@@ -330,15 +317,3 @@ class FastVID(Method):
         keep = rows.flatten()[result.kept_idx]
         order = torch.argsort(keep)
         return Selection(keep=keep[order], features=result.kept_features[order].to(tokens.features.dtype), notes=notes)
-
-
-def frame_grid(tokens: VisualTokens) -> torch.Tensor:
-    """Rows [T, N] of the frames present, each in raster order; FastVID needs whole, equal frames."""
-    frames = tokens.frames()
-    sizes = {int(rows.numel()) for rows in frames}
-    if len(sizes) != 1:
-        raise ValueError(f"fastvid needs every frame to hold the same number of tokens, got sizes {sorted(sizes)}")
-    rows = torch.stack(frames)
-    h, w = tokens.coords[rows, 1], tokens.coords[rows, 2]
-    raster = torch.argsort(h * (int(w.max()) + 1) + w, dim=1, stable=True)
-    return rows.gather(1, raster)

@@ -18,6 +18,7 @@ from ..method import Method, top_k_stable
 from ..registry import register
 from ..tokens import Selection, VisualTokens
 from .clustering import assign_to_nearest, density_peaks, top_centres
+from .frames import row_saliency, whole_frames
 
 DEFAULT_RETAIN = 0.1  # RETAIN_RATIO env default
 DEFAULT_TAU = 0.8  # T env default, used by the 0.15-0.25 scripts
@@ -185,50 +186,6 @@ def holitom_select(
     )
 
 
-def mean_token_saliency(features: torch.Tensor) -> torch.Tensor:
-    """Fallback saliency [T, N]: per frame, softmax of mean_token . x / sqrt(D) (one pseudo-[CLS] query).
-
-    HoliTom averages the last ViT layer's attention over heads and queries; averaging the logits
-    over queries instead of the probabilities gives exactly this single mean-token query.
-    """
-    x = features.float()
-    logits = torch.einsum("td,tnd->tn", x.mean(dim=1), x) / math.sqrt(x.shape[-1])
-    return torch.softmax(logits, dim=-1)
-
-
-def whole_frames(tokens: VisualTokens, method: str) -> torch.Tensor:
-    """Rows [T, N] of the frames present, each in raster order, all frames covering the same (h, w) positions.
-
-    Methods that compare the token at one position across frames need this; an earlier stage
-    that removed different positions in different frames makes them refuse clearly.
-    """
-    frames = tokens.frames()
-    sizes = {int(rows.numel()) for rows in frames}
-    if len(sizes) != 1:
-        raise ValueError(f"{method} needs every frame to hold the same positions, got frame sizes {sorted(sizes)}")
-    rows = torch.stack(frames)
-    h, w = tokens.coords[rows, 1], tokens.coords[rows, 2]
-    key = h * (int(w.max()) + 1) + w
-    order = torch.argsort(key, dim=1, stable=True)
-    rows, key = rows.gather(1, order), key.gather(1, order)
-    if not bool((key == key[:1]).all()):
-        raise ValueError(f"{method} needs every frame to hold the same (h, w) positions; an earlier stage removed different ones")
-    return rows
-
-
-def row_saliency(tokens: VisualTokens, rows: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
-    """Per-token saliency [T, N]: the ViT saliency if a hook gave one, else ``tokens.attn``, else the fallback."""
-    for name, value in (("vision_saliency", tokens.extras.get("vision_saliency")), ("attn", tokens.attn)):
-        if value is not None:
-            value = value.flatten().to(device=features.device, dtype=torch.float32)
-            value = value if value.numel() == len(tokens) else value[tokens.source]
-            notes = [] if name == "vision_saliency" else ["saliency: no ViT attention given, used tokens.attn"]
-            return value[rows], notes
-    return mean_token_saliency(features), [
-        "saliency fallback: no ViT attention given, used the mean LLM-input token as pseudo-[CLS] query per frame"
-    ]
-
-
 @register("holitom")
 @dataclass
 class HoliTom(Method):
@@ -263,7 +220,7 @@ class HoliTom(Method):
     Saliency: the official input is the SigLIP last-layer attention averaged over heads and
     queries. vtc reads ``tokens.extras["vision_saliency"]`` (per row, or the whole video's indexed
     through ``tokens.source``), else ``tokens.attn``, else falls back to the mean-token
-    pseudo-[CLS] attention over each frame's LLM-input tokens (:func:`mean_token_saliency`), with
+    pseudo-[CLS] attention over each frame's LLM-input tokens (:func:`vtc.methods.frames.mean_token_saliency`), with
     a note.
 
     Deviations from the official code:

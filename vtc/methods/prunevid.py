@@ -17,7 +17,7 @@ from ..method import Method
 from ..registry import register
 from ..tokens import Selection, VisualTokens
 from .clustering import assign_to_nearest, density_peaks
-from .holitom import whole_frames
+from .frames import whole_frames
 
 DEFAULT_CLUSTER_RATIO = 0.5
 CLUSTER_ABOVE = 14  # official: only groups of more than 14 tokens are clustered
