@@ -6,6 +6,7 @@ apart from "the model is confused by the compressed input".
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,35 @@ def evidence_tokens(item: dict[str, Any], grid: tuple[int, int, int]) -> set[int
     return tokens
 
 
+@dataclass
+class PreparedBatch:
+    """Model inputs of a chunk of items, built once and reused for every method and budget."""
+
+    items: list[dict[str, Any]]
+    inputs: Any
+    grids: list[tuple[int, int, int]]  # merged token grid (T, H, W) per item
+
+
+def prepare(
+    data_dir: str | Path, processor: Any, num_frames: int = 16, batch_size: int = 16, limit: int | None = None,
+    progress: bool = True,
+) -> list[PreparedBatch]:
+    """Decode and process every item once (the expensive, method-independent part)."""
+    from ..runner import build_inputs
+    from ..video import load_video
+
+    data_dir = Path(data_dir)
+    items = load_dataset(data_dir)[:limit]
+    batches = []
+    for start in tqdm(range(0, len(items), batch_size), desc="prepare", disable=not progress):
+        chunk = items[start : start + batch_size]
+        videos = [load_video(data_dir / it["video"], num_frames=num_frames) for it in chunk]
+        inputs = build_inputs(processor, videos, [question_text(it) for it in chunk])
+        grids = [(t, h // 2, w // 2) for t, h, w in inputs["video_grid_thw"].tolist()]
+        batches.append(PreparedBatch(chunk, inputs, grids))
+    return batches
+
+
 def evaluate(
     data_dir: str | Path,
     model: Any,
@@ -41,28 +71,23 @@ def evaluate(
     limit: int | None = None,
     progress: bool = True,
     max_new_tokens: int = 3,
+    batches: list[PreparedBatch] | None = None,
 ) -> dict[str, Any]:
     """Accuracy overall and by type, mean visual tokens before/after, and evidence survival by type.
 
-    ``model`` may be wrapped with ``vtc.wrap``; unwrapped, every token counts as kept.
+    ``model`` may be wrapped with ``vtc.wrap``; unwrapped, every token counts as kept. Pass
+    ``batches`` from :func:`prepare` to skip decoding when evaluating many methods.
     """
-    from ..runner import build_inputs, generate_answers
-    from ..video import load_video
+    from ..runner import generate_answers
 
-    data_dir = Path(data_dir)
-    items = load_dataset(data_dir)[:limit]
+    if batches is None:
+        batches = prepare(data_dir, processor, num_frames, batch_size, limit, progress)
     records = []
-    for start in tqdm(range(0, len(items), batch_size), desc="synth eval", disable=not progress):
-        chunk = items[start : start + batch_size]
-        videos = [load_video(data_dir / it["video"], num_frames=num_frames) for it in chunk]
-        inputs = build_inputs(processor, videos, [question_text(it) for it in chunk])
-        replies = generate_answers(model, processor, inputs, max_new_tokens=max_new_tokens)
+    for batch in tqdm(batches, desc="synth eval", disable=not progress):
+        replies = generate_answers(model, processor, batch.inputs, max_new_tokens=max_new_tokens)
         stats = getattr(model, "vtc_stats", None)
-        grids = inputs["video_grid_thw"].tolist()
-        for b, (item, reply) in enumerate(zip(chunk, replies)):
-            t, gh, gw = grids[b]
-            grid = (t, gh // 2, gw // 2)
-            total = t * grid[1] * grid[2]
+        for b, (item, reply, grid) in enumerate(zip(batch.items, replies, batch.grids)):
+            total = grid[0] * grid[1] * grid[2]
             kept = _final_kept(stats, b) if stats is not None else list(range(total))
             evidence = evidence_tokens(item, grid)
             records.append({
