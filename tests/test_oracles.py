@@ -75,8 +75,13 @@ def test_pruning_equals_full_sequence_with_dropped_tokens_masked(family: str, sp
     torch.testing.assert_close(pruned, masked, rtol=1e-5, atol=1e-5)
 
 
+BATCH_SPECS = [f"{name}:0.3" for name in vtc.list_methods() if name != "uniform"] + [
+    "uniform:0.5", "pool", "dtd:0.6>fastv@2:0.5",
+]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("spec", ["random:0.3", "dtd:0.25", "pool", "fastv@2:0.4", "dtd:0.6>fastv@2:0.5"])
+@pytest.mark.parametrize("spec", BATCH_SPECS)
 def test_left_padded_batch_equals_samples_one_by_one(family: str, spec: str) -> None:
     tm = tiny(family)
     clips = [video(8), video(4, seed=1)]
