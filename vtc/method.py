@@ -22,17 +22,31 @@ class Method:
     name: ClassVar[str] = ""
     stage: ClassVar[Stage] = "prefill"
     needs: ClassVar[frozenset[str]] = frozenset()
+    # (field, how to describe it): the paper's own knob, which replaces a vtc budget; a method
+    # that declares one runs on its paper defaults when neither is given.
+    budget_knob: ClassVar[tuple[str, str] | None] = None
+    # Why a per-frame budget cannot apply (None: per-frame budgets are fine).
+    whole_video_only: ClassVar[str | None] = None
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         raise NotImplementedError
 
     def resolve_budget(self, budget: Budget) -> Budget:
-        """The budget this method runs with; methods whose own knobs define one override this.
+        """The budget this method runs with, refusing combinations that cannot mean anything.
 
-        Refusing an unset budget is deliberate: keeping everything would be a silent no-op.
+        Without a paper knob, an unset budget is refused: keeping everything would be a silent no-op.
         """
-        if not budget.is_set:
-            raise ValueError(f"method {self.name!r} needs a budget: pass retain= or tokens= (or name:0.25 in a spec)")
+        if self.whole_video_only is not None and budget.scope == "frame":
+            raise ValueError(f"{self.name} {self.whole_video_only}: use a video-level budget")
+        if self.budget_knob is None:
+            if not budget.is_set:
+                raise ValueError(
+                    f"method {self.name!r} needs a budget: pass retain= or tokens= (or name:0.25 in a spec)"
+                )
+            return budget
+        knob, description = self.budget_knob
+        if budget.is_set and getattr(self, knob) is not None:
+            raise ValueError(f"{self.name} takes either {description} or a budget (retain/tokens), not both")
         return budget
 
     def describe(self) -> str:

@@ -126,6 +126,8 @@ class CenterCLIP(Method):
     threshold: float = 1e-6
     distance: str = "euclidean"
     stage = "prefill"
+    budget_knob = ("clusters", "clusters= (medoids per segment)")
+    whole_video_only = "picks medoids over whole segments of frames"
 
     def __post_init__(self) -> None:
         for knob in ("segment_frames", "iterations"):
@@ -141,12 +143,6 @@ class CenterCLIP(Method):
         if self.distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
 
-    def resolve_budget(self, budget: Budget) -> Budget:
-        if budget.scope == "frame":
-            raise ValueError("centerclip picks medoids over whole segments of frames: use a video-level budget")
-        if budget.is_set and self.clusters is not None:
-            raise ValueError("centerclip takes either clusters= (medoids per segment) or a budget (retain/tokens), not both")
-        return budget
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         budget = self.resolve_budget(budget)

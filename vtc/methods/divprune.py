@@ -79,6 +79,7 @@ class DivPrune(Method):
 
     ratio: float | None = None
     stage = "prefill"
+    budget_knob = ("ratio", "ratio= (the paper's SUBSET_RATIO)")
 
     DEFAULT_RATIO = 0.098
 
@@ -86,12 +87,6 @@ class DivPrune(Method):
         if self.ratio is not None and not 0.0 < self.ratio <= 1.0:
             raise ValueError(f"ratio (the fraction kept, SUBSET_RATIO) must be in (0, 1], got {self.ratio}")
 
-    def resolve_budget(self, budget: Budget) -> Budget:
-        if budget.is_set and self.ratio is not None:
-            raise ValueError(
-                "divprune takes either ratio= (the paper's SUBSET_RATIO) or a budget (retain/tokens), not both"
-            )
-        return budget
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         notes: list[str] = []

@@ -45,6 +45,7 @@ class DTD(ScoreMethod):
     absolute: bool = True
     mode: str = "feature"
     stage = "prefill"
+    budget_knob = ("threshold", "a threshold (the paper's rule)")
 
     DEFAULT_THRESHOLD = 0.5
 
@@ -58,10 +59,6 @@ class DTD(ScoreMethod):
     def needs(self) -> frozenset[str]:  # type: ignore[override]
         return frozenset({"pixels"}) if self.mode == "pixel" else frozenset()
 
-    def resolve_budget(self, budget: Budget) -> Budget:
-        if budget.is_set and self.threshold is not None:
-            raise ValueError("dtd takes either a threshold (the paper's rule) or a budget (retain/tokens), not both")
-        return budget
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         if budget.is_set:

@@ -152,6 +152,8 @@ class DyCoke(Method):
 
     k: float | None = None
     stage = "prefill"
+    budget_knob = ("k", "k= (the paper's K)")
+    whole_video_only = "keeps anchor frames whole and prunes the others"
 
     DEFAULT_K = 0.7
 
@@ -159,14 +161,6 @@ class DyCoke(Method):
         if self.k is not None and not 0.0 <= self.k <= 1.0:
             raise ValueError(f"k (fraction pruned in each non-anchor frame) must be in [0, 1], got {self.k}")
 
-    def resolve_budget(self, budget: Budget) -> Budget:
-        if budget.is_set and self.k is not None:
-            raise ValueError("dycoke takes either k= (the paper's K) or a budget (retain/tokens), not both")
-        if budget.is_set and budget.scope == "frame":
-            raise ValueError(
-                "dycoke keeps anchor frames whole and prunes the others; a per-frame budget does not apply"
-            )
-        return budget
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         _, height, width = tokens.grid

@@ -54,6 +54,8 @@ class EVAD(ScoreMethod):
     keep_rate: float | None = None
     stages: int = 3
     stage = "prefill"
+    budget_knob = ("keep_rate", "keep_rate= (the paper's rule)")
+    whole_video_only = "keeps the keyframe whole and prunes the other frames unevenly"
 
     DEFAULT_KEEP_RATE = 0.7
 
@@ -63,12 +65,6 @@ class EVAD(ScoreMethod):
         if not isinstance(self.stages, int) or isinstance(self.stages, bool) or self.stages < 1:
             raise ValueError(f"stages must be an int >= 1, got {self.stages!r}")
 
-    def resolve_budget(self, budget: Budget) -> Budget:
-        if budget.scope == "frame":
-            raise ValueError("evad keeps the keyframe whole and prunes the other frames unevenly: use a video-level budget")
-        if budget.is_set and self.keep_rate is not None:
-            raise ValueError("evad takes either keep_rate= (the paper's rule) or a budget (retain/tokens), not both")
-        return budget
 
     def default_count(self, available: int) -> int:
         """Tokens left after ``stages`` rounds of keeping ceil(keep_rate * n), as the official KTP blocks."""

@@ -30,6 +30,7 @@ class FastV(ScoreMethod):
     layer: int = 2
     ratio: float | None = None
     stage = "layer"
+    budget_knob = ("ratio", "ratio= (the paper's R)")
     needs = frozenset({"attn"})
 
     DEFAULT_RATIO = 0.5
@@ -40,10 +41,6 @@ class FastV(ScoreMethod):
         if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"ratio (fraction dropped) must be in [0, 1), got {self.ratio}")
 
-    def resolve_budget(self, budget: Budget) -> Budget:
-        if budget.is_set and self.ratio is not None:
-            raise ValueError("fastv takes either ratio= (the paper's R) or a budget (retain/tokens), not both")
-        return budget
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         if budget.is_set:

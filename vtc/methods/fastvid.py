@@ -269,6 +269,8 @@ class FastVID(Method):
     dtm_p: int | None = None
     dtm_beta: float | None = None
     stage = "prefill"
+    budget_knob = ("retention_ratio", "retention_ratio= (the paper's r)")
+    whole_video_only = "moves tokens between frames (whole frames can get none)"
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -290,12 +292,6 @@ class FastVID(Method):
             if math.isnan(float(getattr(self, knob))):
                 raise ValueError(f"{knob} must be a number, got NaN")
 
-    def resolve_budget(self, budget: Budget) -> Budget:
-        if budget.scope == "frame":
-            raise ValueError("fastvid moves tokens between frames (whole frames can get none): use a video-level budget")
-        if budget.is_set and self.retention_ratio is not None:
-            raise ValueError("fastvid takes either retention_ratio= (the paper's r) or a budget (retain/tokens), not both")
-        return budget
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         budget = self.resolve_budget(budget)

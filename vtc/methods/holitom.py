@@ -249,6 +249,8 @@ class HoliTom(Method):
     inner_layer: int | None = None
     inner_ratio: float | None = None
     stage = "prefill"
+    budget_knob = ("retain_ratio", "retain_ratio= (RETAIN_RATIO)")
+    whole_video_only = "merges static tokens over whole windows of frames"
 
     def __post_init__(self) -> None:
         if self.inner_layer is not None or self.inner_ratio is not None:
@@ -266,12 +268,6 @@ class HoliTom(Method):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{knob} must be an int >= 1, got {value!r}")
 
-    def resolve_budget(self, budget: Budget) -> Budget:
-        if budget.scope == "frame":
-            raise ValueError("holitom merges static tokens over whole windows of frames: use a video-level budget")
-        if budget.is_set and self.retain_ratio is not None:
-            raise ValueError("holitom takes either retain_ratio= (RETAIN_RATIO) or a budget (retain/tokens), not both")
-        return budget
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         budget = self.resolve_budget(budget)

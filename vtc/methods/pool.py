@@ -26,15 +26,12 @@ class SpatialPool(Method):
 
     size: int | None = None
     stage = "prefill"
+    budget_knob = ("size", "size=")
 
     def __post_init__(self) -> None:
         if self.size is not None and (not isinstance(self.size, int) or self.size < 1):
             raise ValueError(f"size must be a positive int, got {self.size!r}")
 
-    def resolve_budget(self, budget: Budget) -> Budget:
-        if budget.is_set and self.size is not None:
-            raise ValueError("pool takes either size= or a budget, not both")
-        return budget
 
     def block_size(self, tokens: VisualTokens, budget: Budget) -> int:
         if self.size is not None:

@@ -229,6 +229,8 @@ class PruneVid(Method):
     cluster_ratio: float | None = None
     k: int = 7
     stage = "prefill"
+    budget_knob = ("cluster_ratio", "cluster_ratio= (the paper's knob)")
+    whole_video_only = "merges static tokens over whole windows of frames"
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.tau <= 1.0:
@@ -240,12 +242,6 @@ class PruneVid(Method):
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
             raise ValueError(f"k must be an int >= 1, got {self.k!r}")
 
-    def resolve_budget(self, budget: Budget) -> Budget:
-        if budget.scope == "frame":
-            raise ValueError("prunevid merges static tokens over whole windows of frames: use a video-level budget")
-        if budget.is_set and self.cluster_ratio is not None:
-            raise ValueError("prunevid takes either cluster_ratio= (the paper's knob) or a budget (retain/tokens), not both")
-        return budget
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         budget = self.resolve_budget(budget)

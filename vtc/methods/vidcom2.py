@@ -132,6 +132,7 @@ class VidCom2(Method):
 
     base_scale: float | None = None
     stage = "prefill"
+    budget_knob = ("base_scale", "base_scale= (the paper's R_RATIO)")
 
     DEFAULT_BASE_SCALE = 0.25
 
@@ -141,12 +142,6 @@ class VidCom2(Method):
                 f"base_scale (mean retention per frame, R_RATIO) must be in (0, 1], got {self.base_scale!r}"
             )
 
-    def resolve_budget(self, budget: Budget) -> Budget:
-        if budget.is_set and self.base_scale is not None:
-            raise ValueError(
-                "vidcom2 takes either base_scale= (the paper's R_RATIO) or a budget (retain/tokens), not both"
-            )
-        return budget
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         frames = tokens.frames()
