@@ -4,9 +4,10 @@ from __future__ import annotations
 from torch import nn
 
 from .base import FamilyAdapter, VisualLayout
+from .llava_onevision import LlavaOnevisionAdapter
 from .qwen_vl import Qwen3VLAdapter, QwenVLAdapter
 
-ADAPTERS: tuple[type[FamilyAdapter], ...] = (QwenVLAdapter, Qwen3VLAdapter)
+ADAPTERS: tuple[type[FamilyAdapter], ...] = (QwenVLAdapter, Qwen3VLAdapter, LlavaOnevisionAdapter)
 
 
 def supported_model_types() -> list[str]:
