@@ -4,10 +4,13 @@ from __future__ import annotations
 from torch import nn
 
 from .base import FamilyAdapter, VisualLayout
+from .llava_next_video import LlavaNextVideoAdapter
 from .llava_onevision import LlavaOnevisionAdapter
 from .qwen_vl import Qwen3VLAdapter, QwenVLAdapter
 
-ADAPTERS: tuple[type[FamilyAdapter], ...] = (QwenVLAdapter, Qwen3VLAdapter, LlavaOnevisionAdapter)
+ADAPTERS: tuple[type[FamilyAdapter], ...] = (
+    QwenVLAdapter, Qwen3VLAdapter, LlavaOnevisionAdapter, LlavaNextVideoAdapter,
+)
 
 
 def supported_model_types() -> list[str]:

@@ -15,11 +15,11 @@ import torch
 from vtc.synth.model import CHAT_TEMPLATE, SPECIAL_TOKENS
 from vtc.synth.model import build_tokenizer as reference_tokenizer
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "llava_next_video")
 # Families whose language model uses 1D RoPE (position ids may reach it as None).
-ROPE_1D_FAMILIES = ("llava_onevision",)
+ROPE_1D_FAMILIES = ("llava_onevision", "llava_next_video")
 # Families whose processor stacks videos into one [videos, frames, C, H, W] tensor: a batch needs equal frame counts.
-STACKED_VIDEO_FAMILIES = ("llava_onevision",)
+STACKED_VIDEO_FAMILIES = ("llava_onevision", "llava_next_video")
 
 
 def build_tokenizer():
@@ -48,6 +48,7 @@ class Tiny:
     model: Any
     processor: Any
     video_placeholder: str = "<|vision_start|><|video_pad|><|vision_end|>"
+    template: str = "<|im_start|>user\n{videos}{question}<|im_end|>\n<|im_start|>assistant\n"
     frame_rows: int = 0
     frame_prefix_rows: int = 0
     video_suffix_rows: int = 0
@@ -57,7 +58,7 @@ class Tiny:
         per_prompt = [v if isinstance(v, list) else [v] for v in videos]
         questions = questions or ["What happens?"] * len(per_prompt)
         texts = [
-            f"<|im_start|>user\n{self.video_placeholder * len(clips)}{q}<|im_end|>\n<|im_start|>assistant\n"
+            self.template.format(videos=self.video_placeholder * len(clips), question=q)
             for clips, q in zip(per_prompt, questions)
         ]
         flat = [clip for clips in per_prompt for clip in clips]
@@ -168,6 +169,28 @@ def llava_tokenizer():
     return tokenizer
 
 
+def llama_tokenizer():
+    """A real ``LlamaTokenizer``: byte-fallback pieces for all 256 bytes, the metaspace, ``<image>``, ``<video>``."""
+    from transformers import LlamaTokenizer
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for byte in range(256):
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    for token in ("\u2581", "<image>", "<video>", "<pad>"):
+        vocab[token] = len(vocab)
+    tokenizer = LlamaTokenizer(vocab=vocab, merges=[], pad_token="<pad>")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>", "<video>"]})
+    return tokenizer
+
+
+LLAMA_TEMPLATE = "USER: {videos}{question} ASSISTANT:"
+
+
+def _clip_vision(image_size: int = 56) -> dict[str, Any]:
+    return dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, patch_size=14, image_size=image_size, projection_dim=32)
+
+
 def _llava_text_config(model_type: str, vocab_size: int) -> dict[str, Any]:
     rope = {"rope_type": "default", "rope_theta": 10000.0}
     return {**_text_config(vocab_size), "model_type": model_type, "rope_parameters": rope}
@@ -199,7 +222,27 @@ def _llava_onevision() -> Tiny:
     return Tiny("llava_onevision", model, processor, video_placeholder="<video>", frame_rows=4, video_suffix_rows=1)
 
 
-LLAVA_BUILDERS = {"llava_onevision": _llava_onevision}
+def _llava_next_video() -> Tiny:
+    """CLIP 56 px / patch 14 (4x4 patches, average-pooled to 2x2 per frame) and a Llama language model."""
+    from transformers import (LlavaNextImageProcessor, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration,
+                              LlavaNextVideoProcessor, LlavaNextVideoVideoProcessor)
+
+    tokenizer = llama_tokenizer()
+    config = LlavaNextVideoConfig(
+        text_config=_llava_text_config("llama", len(tokenizer)), vision_config=_clip_vision(),
+        vision_feature_layer=-2, image_grid_pinpoints=[[56, 56]], **_llava_ids(tokenizer),
+    )
+    sizes = dict(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    processor = LlavaNextVideoProcessor(
+        LlavaNextVideoVideoProcessor(**sizes), LlavaNextImageProcessor(**sizes, image_grid_pinpoints=[[56, 56]]),
+        tokenizer, patch_size=14, vision_feature_select_strategy="default",
+    )
+    model = LlavaNextVideoForConditionalGeneration(config).eval()
+    return Tiny("llava_next_video", model, processor, video_placeholder="<video>", template=LLAMA_TEMPLATE,
+                frame_rows=4)
+
+
+LLAVA_BUILDERS = {"llava_onevision": _llava_onevision, "llava_next_video": _llava_next_video}
 
 
 def tiny(family: str, seed: int = 0) -> Tiny:
