@@ -7,9 +7,10 @@ from .base import FamilyAdapter, VisualLayout
 from .llava_next_video import LlavaNextVideoAdapter
 from .llava_onevision import LlavaOnevisionAdapter
 from .qwen_vl import Qwen3VLAdapter, QwenVLAdapter
+from .video_llava import VideoLlavaAdapter
 
 ADAPTERS: tuple[type[FamilyAdapter], ...] = (
-    QwenVLAdapter, Qwen3VLAdapter, LlavaOnevisionAdapter, LlavaNextVideoAdapter,
+    QwenVLAdapter, Qwen3VLAdapter, LlavaOnevisionAdapter, LlavaNextVideoAdapter, VideoLlavaAdapter,
 )
 
 

@@ -1,10 +1,13 @@
 """Family adapters read each layout exactly or refuse: rows offered to methods, rows kept like text, bad counts."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pytest
 import torch
 
 import vtc
+from vtc import Pipeline, ScoreMethod
 from vtc.patches import adapter_for
 
 from .builders import STACKED_VIDEO_FAMILIES, tiny, video
@@ -76,3 +79,44 @@ def _language_model_embeds(tm, inputs) -> torch.Tensor:
     finally:
         hook.remove()
     return seen["embeds"]
+
+
+@dataclass
+class _AttentionProbe(ScoreMethod):
+    """Test double: keeps the highest ``tokens.attn`` and remembers what it saw."""
+
+    name = "attention_probe"
+    seen: list = field(default_factory=list)
+
+    def score(self, tokens):
+        self.seen.append((tokens.attn, tokens.extras.get("attn_source")))
+        return tokens.attn
+
+
+def test_video_llava_exposes_the_real_cls_attention_of_its_video_tower() -> None:
+    tm = tiny("video_llava")
+    inputs = tm.inputs(tm.batch_clips())
+    probe = _AttentionProbe()
+    with vtc.compressed(tm.model, Pipeline(probe), retain=0.5), torch.no_grad():
+        tm.model(**inputs)
+    tower = tm.model.model.video_tower
+    tower.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = tower(inputs["pixel_values_videos"].flatten(0, 1), output_attentions=True)
+    finally:
+        tower.set_attn_implementation("sdpa")
+    layer = tm.model.config.vision_config.num_hidden_layers - 2  # vision_feature_layer=-2
+    expected = out.attentions[layer][:, :, 0, 1:].mean(dim=1).flatten()
+    got = torch.cat([attn for attn, _ in probe.seen])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert all("[CLS] attention" in source for _, source in probe.seen)
+
+
+@pytest.mark.parametrize("family, note", [("video_llava", "[CLS] attention"), ("llava_onevision", "saliency fallback")])
+def test_saliency_methods_name_the_attention_they_used(family: str, note: str) -> None:
+    tm = tiny(family)
+    with vtc.compressed(tm.model, "holitom", retain=0.25), torch.no_grad():
+        tm.model(**tm.inputs([video(8)]))
+        notes = [n for stage in tm.model.vtc_stats.stages for n in stage.notes]
+    assert any(note in n for n in notes), notes
