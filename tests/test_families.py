@@ -120,3 +120,24 @@ def test_saliency_methods_name_the_attention_they_used(family: str, note: str) -
         tm.model(**tm.inputs([video(8)]))
         notes = [n for stage in tm.model.vtc_stats.stages for n in stage.notes]
     assert any(note in n for n in notes), notes
+
+
+@pytest.mark.parametrize("config_name, adapter_name, tokens_per_frame, extra_per_frame", [
+    ("LlavaOnevisionConfig", "LlavaOnevisionAdapter", 196, 0),
+    ("LlavaNextVideoConfig", "LlavaNextVideoAdapter", 144, 0),
+    ("VideoLlavaConfig", "VideoLlavaAdapter", 256, 1),
+])
+def test_published_configs_give_the_published_tokens_per_frame(
+    config_name: str, adapter_name: str, tokens_per_frame: int, extra_per_frame: int
+) -> None:
+    """The full-size default configs (7B checkpoints' vision settings) read as the papers' grids."""
+    import transformers
+
+    from vtc import patches
+
+    holder = torch.nn.Module()
+    holder.config = getattr(transformers, config_name)()
+    adapter = getattr(patches, adapter_name)(holder)
+    height, width = adapter.frame_grid()
+    assert height * width == tokens_per_frame
+    assert adapter.frame_prefix_rows == extra_per_frame
