@@ -57,14 +57,6 @@ class FamilyAdapter:
         """One layout per sample; raise if the visual row count disagrees with the declared grid."""
         raise NotImplementedError
 
-    def vision_attention(self, sample_sizes: list[int]) -> tuple[str, list[torch.Tensor]] | None:
-        """(what it is, per-sample [N] attention) from the vision tower for the latest video, if the family has one.
-
-        Video-LLaVA's CLIP tower has a real [CLS] token; families without one return None and each
-        method falls back as its docstring says (the fallback is named in the stats).
-        """
-        return None
-
     def pixels(self, captured: dict[str, Any], sample_sizes: list[int]) -> list[torch.Tensor] | None:
         """Per-sample raw pixels [N, tp, C, P] of each visual token, or None if unavailable."""
         return None

@@ -201,12 +201,6 @@ class Engine:
             )
             for b, lay in enumerate(layouts)
         ]
-        vision_attention = self.adapter.vision_attention([len(t) for t in tokens])
-        if vision_attention is not None:
-            source, per_sample = vision_attention
-            for tok, attn in zip(tokens, per_sample):
-                tok.attn = attn.to(embeds.device)
-                tok.extras["attn_source"] = source
         if any("pixels" in s.method.needs for s in self.prefill_steps):
             pixels = self.adapter.pixels(captured, [len(t) for t in tokens])
             if pixels is None:
