@@ -108,7 +108,13 @@ def test_suite_typo_unknown_method_and_unknown_task_fail_clearly(synth, tmp_path
     assert "unknown task 'vtc_synth_tset'; did you mean vtc_synth_test" in capsys.readouterr().err
 
 
-def test_missing_videos_fail_the_bench_with_the_path(synth, tmp_path, capsys) -> None:
+def test_missing_videos_fail_the_bench_before_the_model_loads(synth, tmp_path, capsys, monkeypatch) -> None:
+    import vtc.bench.run as bench_run
+
+    def no_model(suite):
+        raise AssertionError("missing data must be reported before the model loads")
+
+    monkeypatch.setattr(bench_run, "_load_model", no_model)
     _, data, _ = synth
     broken = tmp_path / "broken"
     broken.mkdir()

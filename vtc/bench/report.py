@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# Model ids whose ``pretrained`` defaults to vtc's reference model.
+REFERENCE_DEFAULT_MODELS = ("vtc", "vtc_qwen2_5_vl")
+
 
 def baseline_of(results: dict[str, Any]) -> dict[str, Any]:
     for cell in results["cells"]:
@@ -40,7 +43,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# Sweep: {results['suite_name']}",
         "",
-        f"Model `{results['model']}` ({_args(results['model_args'])}) on {results['device']}, "
+        f"Model `{results['model']}` ({_args(results['model'], results['model_args'])}) on {results['device']}, "
         f"tasks {', '.join(tasks)}, {baseline['samples']} samples per cell"
         + (f" (limit {results['limit']})" if results.get("limit") else "") + f", batch size {results['batch_size']}, "
         f"lmms-eval {results['lmms_eval_version']}. Produced by `vtc bench {results['suite']}`.",
@@ -89,5 +92,8 @@ def _score(score: dict[str, Any]) -> str:
     return text + (f" ± {score['stderr']:.3f}" if score.get("stderr") is not None else "")
 
 
-def _args(model_args: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in model_args.items()) or "defaults"
+def _args(model: str, model_args: dict[str, Any]) -> str:
+    shown = dict(model_args)
+    if "pretrained" not in shown and model in REFERENCE_DEFAULT_MODELS:
+        shown = {"pretrained": "the shipped reference model (default)", **shown}
+    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "defaults"

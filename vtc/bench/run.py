@@ -32,6 +32,7 @@ def run_suite(suite: Suite, progress: bool = True) -> dict[str, Any]:
     done = {cell["name"] for cell in results["cells"]}
     todo = [cell for cell in suite.cells() if cell.name not in done]
     if todo:
+        _check_documents(suite, task_manager)
         lm = _load_model(suite)
         results.setdefault("device", str(lm.device))
         bar = tqdm(todo, desc="vtc bench", unit="cell", disable=not progress)
@@ -131,6 +132,29 @@ def _task_manager(suite: Suite) -> Any:
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ValueError(f"{suite.path}: unknown task {task!r}{hint} (include_path: {paths or 'none'})")
     return manager
+
+
+def _check_documents(suite: Suite, task_manager: Any) -> None:
+    """Load every task and resolve each document's visuals before the model loads, so missing data fails fast."""
+    from lmms_eval.tasks import get_task_dict
+
+    for task in _leaf_tasks(get_task_dict(list(suite.tasks), task_manager)):
+        for index, doc in enumerate(task.eval_docs):
+            if suite.limit is not None and index >= suite.limit:
+                break
+            task.doc_to_visual(doc)
+
+
+def _leaf_tasks(task_dict: dict) -> list[Any]:
+    leaves = []
+    for value in task_dict.values():
+        if isinstance(value, dict):
+            leaves += _leaf_tasks(value)
+        elif isinstance(value, tuple):
+            leaves += [v for v in value[1:] if v is not None]
+        else:
+            leaves.append(value)
+    return leaves
 
 
 def _make_synth_data(suite: Suite) -> None:

@@ -3,7 +3,8 @@
 * ``vtc``: any family vtc supports, loaded with transformers' Auto classes from a local checkpoint
   (default: the shipped reference model). Takes tasks whose ``doc_to_visual`` returns one video file
   path per question, as lmms-eval's built-in video tasks do; frames are decoded by ``vtc.video``
-  (``num_frames`` evenly spaced, or ``fps``) and prompts built with the checkpoint's chat template.
+  (``num_frames`` evenly spaced, default 16, or ``fps`` instead) and prompts built with the
+  checkpoint's chat template. Under ``accelerate launch`` each process takes ``cuda:<local rank>``.
 * ``vtc_qwen2_5_vl`` / ``vtc_qwen3_vl``: lmms-eval's own Qwen chat wrappers, subclassed so their
   prompts, frame sampling (qwen-vl-utils) and pixel limits stay exactly theirs. Their simple and chat
   paths sample different frame counts, so compare a compressed run with a baseline of the same model id.
@@ -83,7 +84,7 @@ class VtcCompression:
             return
         self._recorder.remove()
         vtc.unwrap(self._vtc_model)
-        del self._vtc_model
+        del self._vtc_model, self._recorder
         super().clean()
 
 
@@ -113,7 +114,8 @@ class VtcModel(VtcCompression, lmms):
 
         self.accelerator = Accelerator()
         if self.accelerator.num_processes > 1:
-            device = f"cuda:{self.accelerator.local_process_index}"
+            if torch.cuda.is_available():
+                device = f"cuda:{self.accelerator.local_process_index}"
             self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
         path = resolve_local(pretrained) if pretrained else default_model_path()
         self._model, self.processor = load_model(path, device=device, dtype=dtype,
