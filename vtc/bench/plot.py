@@ -6,6 +6,8 @@ from typing import Any
 
 from .report import series
 
+MARKERS = "osD^vP*Xh<>p"
+
 
 def plot(results: dict[str, Any], path: str | Path) -> Path:
     """Draw ``report.series(results)`` (one panel per task, then speed-up) and save it as a PNG."""
@@ -15,14 +17,17 @@ def plot(results: dict[str, Any], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     panels = series(results)
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    methods = sorted({label for lines in panels.values() for label in lines if label != "baseline"})
+    styles = {m: (plt.cm.tab20(i % 20), MARKERS[i % len(MARKERS)]) for i, m in enumerate(methods)}
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
     for axis, (panel, lines) in zip(axes[0], panels.items()):
         for label, points in lines.items():
             xs, ys = zip(*points)
             if label == "baseline":
                 axis.axhline(ys[0], color="black", linestyle="--", linewidth=1, label="baseline")
             else:
-                axis.plot(xs, ys, marker="o", label=label)
+                color, marker = styles[label]
+                axis.plot(xs, ys, color=color, marker=marker, label=label)
         axis.set_xlabel("retention (visual tokens kept / in)")
         axis.set_ylabel(panel if panel == "speed-up" else _metric(results, panel))
         axis.set_title(f"{panel} vs retention" if panel == "speed-up" else panel)

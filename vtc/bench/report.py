@@ -63,6 +63,8 @@ def markdown(results: dict[str, Any]) -> str:
         row += ["n/a" if share is None else f"{share:.1f}%", f"{cell['prefill_ms']:.1f}",
                 "n/a" if fast is None else f"{fast:.2f}x"]
         lines.append("| " + " | ".join(row) + " |")
+    if results.get("note"):
+        lines += ["", results["note"]]
     return "\n".join(lines) + "\n"
 
 

@@ -45,6 +45,7 @@ def run_suite(suite: Suite, progress: bool = True) -> dict[str, Any]:
             _write_json(results, suite.output.with_suffix(".json"))
         if not _is_main_process():
             return results
+    results["note"] = suite.note
     order = {cell.name: i for i, cell in enumerate(suite.cells())}
     results["cells"].sort(key=lambda c: order.get(c["name"], len(order)))
     _write_json(results, suite.output.with_suffix(".json"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ KEYS = {
     "batch_size": "requests per generate() call (default 1)",
     "metric": "mapping task -> metric to report (default: the task's first metric)",
     "synth_data": "render vtc's synthetic dataset here first if missing: {dir, seed, count}",
+    "note": "text printed under the table (e.g. how the machine was loaded while timing)",
 }
 SYNTH_KEYS = ("dir", "seed", "count")
 
@@ -68,6 +70,7 @@ class Suite:
     batch_size: int = 1
     metric: dict[str, str] = field(default_factory=dict)
     synth_data: dict[str, Any] | None = None
+    note: str = ""
 
     def cells(self) -> list[Cell]:
         """Baseline first, then every method at every budget, in suite order."""
@@ -98,14 +101,15 @@ def load_suite(path: str | Path) -> Suite:
         tasks=_strings(path, raw, "tasks"),
         methods=_strings(path, raw, "methods"),
         budgets=[_budget(path, b) for b in _as_list(raw["budgets"])],
-        output=base / str(raw["output"]),
+        output=_under(base, raw["output"]),
         model=str(raw.get("model", "vtc")),
         model_args=dict(raw.get("model_args") or {}),
-        include_path=[base / str(p) for p in _as_list(raw.get("include_path") or [])],
+        include_path=[_under(base, p) for p in _as_list(raw.get("include_path") or [])],
         limit=_positive_int(path, raw, "limit"),
         batch_size=_positive_int(path, raw, "batch_size") or 1,
         metric={str(k): str(v) for k, v in (raw.get("metric") or {}).items()},
         synth_data=_synth(path, raw.get("synth_data"), base),
+        note=str(raw.get("note") or "").strip(),
     )
     if suite.model not in VTC_MODELS:
         raise ValueError(f"{path}: model {suite.model!r} is not a vtc model; use one of {', '.join(VTC_MODELS)}")
@@ -172,4 +176,9 @@ def _synth(path: Path, value: Any, base: Path) -> dict[str, Any] | None:
     missing = [k for k in SYNTH_KEYS if k not in value]
     if missing:
         raise ValueError(f"{path}: synth_data needs {', '.join(missing)}")
-    return {"dir": base / str(value["dir"]), "seed": int(value["seed"]), "count": int(value["count"])}
+    return {"dir": _under(base, value["dir"]), "seed": int(value["seed"]), "count": int(value["count"])}
+
+
+def _under(base: Path, value: Any) -> Path:
+    """``value`` relative to the suite's directory (absolute paths stay), without ``..`` segments."""
+    return Path(os.path.normpath(base / str(value)))
