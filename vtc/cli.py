@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--markdown", action="store_true", help="print the README's support tables")
     listing.set_defaults(handler=_list)
     _add_optional_commands(commands)
+    _add_bench(commands)
     return parser
 
 
@@ -51,6 +52,12 @@ def _add_optional_commands(commands: argparse._SubParsersAction) -> None:
         from .synth.cli import register_cli
     except ImportError:
         return
+    register_cli(commands)
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> None:
+    from .bench.cli import register_cli
+
     register_cli(commands)
 
 
