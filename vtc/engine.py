@@ -59,11 +59,12 @@ class Engine:
         self.model, self.adapter, self.pipeline, self.budget = model, adapter, pipeline, budget
         self.prefill_steps = pipeline.of_stage("prefill")
         self.layer_steps = pipeline.of_stage("layer")
-        unsupported = [s.method.name for s in pipeline.steps if s.method.stage not in ("prefill", "layer")]
+        unsupported = [s.method.name for s in pipeline.steps if s.method.stage not in ("select", "prefill", "layer")]
         if unsupported:
             raise NotImplementedError(
-                f"methods {unsupported} act at a stage this version of vtc cannot hook yet (prefill and layer only)"
+                f"methods {unsupported} act at a stage this version of vtc cannot hook yet (select, prefill and layer only)"
             )
+        self.select = select_stage(self, pipeline.of_stage("select"))
         self.num_layers = len(adapter.decoder_layers())
         for step in self.layer_steps:
             if not 1 <= step.method.layer < self.num_layers:
@@ -80,6 +81,8 @@ class Engine:
     def install(self) -> None:
         base, lm = self.adapter.base_model(), self.adapter.language_model()
         self._removers.append(base.register_forward_pre_hook(self._capture, with_kwargs=True).remove)
+        if self.select is not None:
+            self._removers.append(self.select.install(base))
         self._removers.append(self._record_video_encoding(base))
         self._removers.append(lm.register_forward_pre_hook(self._language_model_pre_hook, with_kwargs=True).remove)
         if self.layer_steps:
@@ -187,6 +190,8 @@ class Engine:
                 raise ValueError("this method needs the raw video pixels (pixel_values_videos), which were not passed")
             for tok, pix in zip(tokens, pixels):
                 tok.pixels = pix
+        if self.select is not None:
+            tokens = self.select.apply(tokens, embeds, visual, stats)
         replaced = False
         for step in self.prefill_steps:
             tokens, merged = self._run_step(step, tokens, stats, layer=None)
@@ -367,6 +372,15 @@ class Engine:
             raise RuntimeError("deepstack features do not match the sequence and no vtc layer cut explains why")
         cut = self.state.cuts[-1].composed
         return masks.gather(1, cut.gather) & cut.valid, embeds[cut.kept[masks]]
+
+
+def select_stage(engine: Engine, steps: list[Step]) -> Any:
+    """The select-stage driver (vtc/select/stage.py) when the pipeline has a select step."""
+    if not steps:
+        return None
+    from .select.stage import SelectStage
+
+    return SelectStage(engine, steps)
 
 
 def _prefill_layer_mask(local: Compaction, mask: torch.Tensor | None, hidden: torch.Tensor, flash: bool):
