@@ -41,7 +41,7 @@ def test_method_generates_with_cache_matching_kept_tokens(family: str, name: str
 
     entering = stats.kept_indices[0]
     assert entering == sorted(set(entering)) and all(0 <= i < total for i in entering)
-    if method.stage == "prefill":
+    if method.stage in ("select", "prefill"):
         final = entering
         assert stats.stages[-1].tokens_after == [len(entering)]
     else:
@@ -61,7 +61,7 @@ def test_method_generates_with_cache_matching_kept_tokens(family: str, name: str
     dropped_before = total - len(entering)
     decoded = NEW_TOKENS - 1  # the last generated token is never fed back
     expected_full = prompt_len - dropped_before + decoded
-    if method.stage == "prefill":
+    if method.stage in ("select", "prefill"):
         assert lengths == [expected_full] * len(lengths)
     else:
         expected_short = expected_full - (len(entering) - len(final))

@@ -75,9 +75,10 @@ def test_pruning_equals_full_sequence_with_dropped_tokens_masked(family: str, sp
     torch.testing.assert_close(pruned, masked, rtol=1e-5, atol=1e-5)
 
 
-BATCH_SPECS = [f"{name}:0.3" for name in vtc.list_methods() if name != "uniform"] + [
+SELECTORS = [name for name in vtc.list_methods() if vtc.get_method(name).stage == "select"]
+BATCH_SPECS = [f"{name}:0.3" for name in vtc.list_methods() if name != "uniform" and name not in SELECTORS] + [
     "uniform:0.5", "pool", "dtd:0.6>fastv@2:0.5",
-]
+] + [f"{name}:0.5" for name in SELECTORS]  # at 0.3 both test clips would keep one frame group
 
 
 @pytest.mark.parametrize("family", FAMILIES)

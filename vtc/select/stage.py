@@ -11,7 +11,6 @@ group is encoded and it decides at the prefill hook: it saves LLM tokens, not en
 from __future__ import annotations
 
 import functools
-import math
 import time
 from typing import Any, Callable
 
