@@ -63,3 +63,33 @@ def encode_groups(
     if getattr(output, "deepstack_features", None) is not None:
         output.deepstack_features = [expand(layer) for layer in output.deepstack_features]
     return output
+
+
+def positions_at_times(model: Any, inputs: Any, group_times: list[torch.Tensor]) -> torch.Tensor:
+    """Qwen2.5-VL position ids [4, B, L] that put each frame group at its real time.
+
+    The model spaces a video's temporal ids evenly (group g at ``g * tokens_per_second *
+    second_per_grid_ts``, i.e. at the time of its first frame counted from 0). A selection that
+    skips frames is not even, so the temporal id of group g is set to ``tokens_per_second * t_g``
+    (floored, as the model does), with t_g the group's first-frame time in the source video. The
+    model's own ``get_rope_index`` (with zero spacing) provides everything else: text, height and
+    width ids. Row 0 is the text position, as generate() builds it.
+    """
+    base = model.model
+    video_id = int(model.config.video_token_id)
+    merge = int(model.config.vision_config.spatial_merge_size)
+    tokens_per_second = float(model.config.vision_config.tokens_per_second)
+    grids = inputs["video_grid_thw"]
+    mask = inputs["attention_mask"]
+    positions, _ = base.get_rope_index(
+        inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"], video_grid_thw=grids,
+        second_per_grid_ts=torch.zeros(grids.shape[0]), attention_mask=mask,
+    )
+    positions = positions.clone()
+    for sample, ((t, h, w), times) in enumerate(zip(grids.tolist(), group_times)):
+        rows = ((inputs["input_ids"][sample] == video_id) & mask[sample].bool()).nonzero().flatten()
+        offsets = torch.floor(times.double() * tokens_per_second + 1e-6).long()
+        positions[0, sample, rows] += offsets.repeat_interleave((h // merge) * (w // merge)).to(positions.device)
+    text = mask.long().cumsum(-1) - 1
+    text = text.masked_fill(mask == 0, 0)
+    return torch.cat([text[None].to(positions.device), positions])
