@@ -78,7 +78,12 @@ class VideoProcessor:
 
     # -- sizes and costs -------------------------------------------------------------------------
     def frame_size(self, height: int, width: int, scale: float) -> tuple[int, int]:
-        """(h, w) multiples of the family's patch x merge factor, as its processor would resize, times ``scale``."""
+        """(h, w) the family's processor keeps for a frame (multiples of patch x merge, within its pixel
+        limits), after first scaling the frame it would produce by ``scale``."""
+        h, w = self._snap(height, width)
+        return self._snap(h * scale, w * scale) if scale != 1.0 else (h, w)
+
+    def _snap(self, height: float, width: float) -> tuple[int, int]:
         f = self.factor
         h, w = max(f, round(height / f) * f), max(f, round(width / f) * f)
         if h * w > self.max_pixels:
@@ -87,9 +92,7 @@ class VideoProcessor:
         elif h * w < self.min_pixels:
             beta = math.sqrt(self.min_pixels / (height * width))
             h, w = math.ceil(height * beta / f) * f, math.ceil(width * beta / f) * f
-        if scale != 1.0:
-            h, w = max(f, round(h * scale / f) * f), max(f, round(w * scale / f) * f)
-        return h, w
+        return int(h), int(w)
 
     def cost(self, height: int, width: int) -> UnitCost:
         def tokens_at(scale: float) -> int:
@@ -138,6 +141,12 @@ class VideoProcessor:
         inputs = build_inputs(self.processor, decoded, list(questions))
         merge = int(getattr(self.processor.video_processor, "merge_size", 1))
         record.visual_tokens = [int(t * h * w) // merge**2 for t, h, w in inputs["video_grid_thw"].tolist()]
+        for sample, (got, budget) in enumerate(zip(record.visual_tokens, record.budget_tokens)):
+            if got > budget and not any("below one frame group" in n for n in record.notes):
+                raise RuntimeError(
+                    f"sample {sample}: the processor produced {got} visual tokens for a budget of {budget}; "
+                    "its resizing disagrees with vtc's plan (please report this with the processor config)"
+                )
         if self.rebuild_positions:
             from .patches.qwen_select import positions_at_times
 

@@ -21,12 +21,13 @@ class QueryFrames(Selector):
     the paper's plug-in reading allows: the score is the cosine between a group's pooled visual
     features and the pooled embedding of the question, both from the wrapped model itself
     (``vtc.VideoProcessor`` takes any other ``scorer``). Picks go in score order; a candidate whose
-    features are closer than ``duplicate`` (cosine) to an already kept group is merged into it
-    (skipped), so the budget goes to different content. Needs the question, so inside ``vtc.wrap``
+    features are closer than ``duplicate`` (cosine of features centred on the video's mean, since
+    pooled features of one video are all alike before centring) to an already kept group is merged
+    into it (skipped), so the budget goes to different content. Needs the question, so inside ``vtc.wrap``
     every frame is encoded before it decides (it saves LLM tokens, not encoder time).
     """
 
-    duplicate: float = 0.98
+    duplicate: float = 0.9
     needs = frozenset({"query"})
     whole_video_only = "chooses whole frames"
 
@@ -38,7 +39,8 @@ class QueryFrames(Selector):
         require_query(self.name, frames)
         notes: list[str] = []
         count = affordable_units(self.name, budget, token_budget(budget, len(frames), cost), cost.full, notes)
-        features = torch.nn.functional.normalize(frames.features.float(), dim=-1)
+        centred = frames.features.float() - frames.features.float().mean(dim=0, keepdim=True)
+        features = torch.nn.functional.normalize(centred, dim=-1)
         kept: list[int] = []
         merged = 0
         for unit in top_k_stable(cosine(frames.features, frames.query), len(frames)).tolist():
