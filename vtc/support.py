@@ -21,6 +21,8 @@ def family_rows() -> list[tuple[str, str, str, str]]:
     rows = []
     for adapter in ADAPTERS:
         stages = "prefill, layer" if adapter.supports_layer_stage else "prefill"
+        if hasattr(adapter, "group_thumbnails"):
+            stages = "select, " + stages
         rows.append((adapter.family, ", ".join(adapter.model_types), adapter.rope, stages))
     return rows
 

@@ -14,7 +14,7 @@ from .base import Frames, Plan, Selector, UnitCost, affordable_units, cosine, re
 @register("query")
 @dataclass
 class QueryFrames(Selector):
-    """Before the LLM: keep the frame groups most similar to the question, merging near-duplicate picks.
+    """Before the encoder (or, inside wrap, the LLM): keep the frame groups closest to the question, merging near-duplicates.
 
     B-VLLM scores frames by their [CLS] feature against the text query, keeps the top ones and
     merges near-duplicate selected frames; its selector is trained. This is the training-free form
