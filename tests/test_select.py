@@ -210,6 +210,17 @@ def test_stats_record_frames_times_and_scene_starts() -> None:
     assert stats.to_dict()["selected_frames"] == stats.selected_frames
 
 
+def test_processor_selection_reaches_the_stats_of_a_wrapped_model(flash_mp4: str) -> None:
+    tm, processor = _processor("qwen2_5_vl", "scenes", tokens=64, scales=(1.0,))
+    inputs = processor([flash_mp4], ["What flashed?"])
+    with vtc.compressed(tm.model, "dtd:0.5"), torch.no_grad():
+        tm.model(**inputs)
+        stats = tm.model.vtc_stats
+    assert stats.selected_frames == inputs.vtc_selection.selected_frames
+    assert stats.selected_times == inputs.vtc_selection.selected_times
+    assert stats.scenes == inputs.vtc_selection.scenes and len(stats.scenes[0]) > 1
+
+
 # -- errors --------------------------------------------------------------------------------------
 def test_clear_errors(flash_mp4: str) -> None:
     tm = tiny("qwen2_5_vl")

@@ -192,6 +192,8 @@ class Engine:
                 tok.pixels = pix
         if self.select is not None:
             tokens = self.select.apply(tokens, embeds, visual, stats)
+        else:
+            _copy_processor_selection(self.model, captured, stats)
         replaced = False
         for step in self.prefill_steps:
             tokens, merged = self._run_step(step, tokens, stats, layer=None)
@@ -381,6 +383,15 @@ def select_stage(engine: Engine, steps: list[Step]) -> Any:
     from .select.stage import SelectStage
 
     return SelectStage(engine, steps)
+
+
+def _copy_processor_selection(model: nn.Module, captured: dict, stats: CompressionStats) -> None:
+    """Frames chosen by vtc.VideoProcessor for these inputs (select stage before the processor) go to the stats."""
+    from .processor import processor_selection
+
+    record = processor_selection(model, captured)
+    if record is not None:
+        stats.selected_frames, stats.selected_times, stats.scenes = record.selected_frames, record.selected_times, record.scenes
 
 
 def _prefill_layer_mask(local: Compaction, mask: torch.Tensor | None, hidden: torch.Tensor, flash: bool):

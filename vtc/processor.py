@@ -43,7 +43,7 @@ class SelectionRecord:
 class VideoProcessor:
     """Wrap a Hugging Face video-LLM processor so frames are chosen before the vision encoder.
 
-    ``select`` is a select-stage method name/spec (``"keyclips"``, ``"keyframes(references=3)"``)
+    ``select`` is a select-stage method name/spec (``"keyclips"``, ``"keyframes(references=3):0.2"``)
     or a ``Selector``. The budget (``retain`` or ``tokens``) is in visual tokens: ``retain`` is a
     fraction of what every candidate frame would cost at full resolution. Candidates are sampled at
     ``candidate_fps`` and scored at ``scoring_size`` pixels square. ``model`` gives the default
@@ -57,8 +57,10 @@ class VideoProcessor:
         scales: Sequence[float] = DEFAULT_SCALES, scorer: Scorer | None = None, progress: bool = False,
     ) -> None:
         self.processor, self.model = processor, model
-        self.selector = _selector(select)
-        self.budget = self.selector.resolve_budget(Budget(retain=retain, tokens=tokens))
+        self.selector, spec_budget = _selector(select)
+        if spec_budget is not None and (retain is not None or tokens is not None):
+            raise ValueError(f"{select!r} carries its own budget; do not also pass retain= or tokens=")
+        self.budget = self.selector.resolve_budget(spec_budget or Budget(retain=retain, tokens=tokens))
         self.candidate_fps, self.scoring_size, self.progress = candidate_fps, scoring_size, progress
         self.scales = tuple(sorted(set(scales), reverse=True))
         if not self.scales or self.scales[0] != 1.0 or self.scales[-1] <= 0:
@@ -152,6 +154,8 @@ class VideoProcessor:
 
             inputs["position_ids"] = positions_at_times(self.model, inputs, group_times)
         inputs.vtc_selection = record
+        if self.model is not None:
+            self.model._vtc_processor_selection = (inputs["video_grid_thw"].clone(), record)
         return inputs
 
     def _score(self, thumbs: np.ndarray, question: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,6 +167,19 @@ class VideoProcessor:
                 "and text embeddings are the default scorer) or scorer="
             )
         return model_scorer(self.model, self.processor)(thumbs, self.temporal_patch, question)
+
+
+def processor_selection(model: Any, captured: dict[str, Any]) -> SelectionRecord | None:
+    """The record of the VideoProcessor call that built these inputs, if it was given this model.
+
+    Lets a wrapped model report source frame indices in ``vtc_stats`` for inputs the processor
+    path selected; matched on ``video_grid_thw`` so inputs built another way never inherit it.
+    """
+    pending = getattr(model, "_vtc_processor_selection", None)
+    grids = captured.get("video_grid_thw")
+    if pending is None or grids is None or not torch.equal(pending[0], grids.detach().cpu()):
+        return None
+    return pending[1]
 
 
 def model_scorer(model: Any, processor: Any, chunk: int = 256) -> Scorer:
@@ -189,13 +206,13 @@ def model_scorer(model: Any, processor: Any, chunk: int = 256) -> Scorer:
     return score
 
 
-def _selector(select: str | Selector) -> Selector:
+def _selector(select: str | Selector) -> tuple[Selector, Budget | None]:
     if isinstance(select, Selector):
-        return select
+        return select, None
     pipeline = as_pipeline(select)
     if len(pipeline.steps) != 1 or not isinstance(pipeline.steps[0].method, Selector):
         raise ValueError(
             f"vtc.VideoProcessor takes one select-stage method (uniform-frames, fps, keyframes, keyclips, query, "
             f"scenes), got {select!r}; put prefill/layer methods in vtc.wrap"
         )
-    return pipeline.steps[0].method
+    return pipeline.steps[0].method, pipeline.steps[0].budget
