@@ -5,7 +5,8 @@ selector choose frame groups and a resolution under a visual-token budget, decod
 chosen frames, and hand them to the Hugging Face processor with their real source indices
 (``VideoMetadata(frames_indices=...)``), so Qwen3-VL writes the right timestamps. Qwen2.5-VL spaces
 temporal ids evenly, so for it the processor also returns ``position_ids`` rebuilt from the real
-times (it needs ``model=`` for that). Selection records are on ``inputs.vtc_selection``.
+times (it needs ``model=`` for that); Qwen2-VL's temporal ids count frame groups and carry no time,
+so there is nothing to rebuild. Decoding uses decord (container keyframes come from its index). Selection records are on ``inputs.vtc_selection``.
 """
 from __future__ import annotations
 
