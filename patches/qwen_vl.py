@@ -91,6 +91,20 @@ class QwenVLAdapter(FamilyAdapter):
         flat = token_pixels(values, grids, self._merge(), self._temporal_patch(), self.pixel_mean, self.pixel_std)
         return list(torch.split(flat, sample_sizes))
 
+    # -- select stage (patches/qwen_select.py) --------------------------------------------------
+    def group_thumbnails(self, values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
+        """Per video [T, tp, C, H/m, W/m] low-resolution intensities of every frame group."""
+        from .qwen_select import group_thumbnails
+
+        return group_thumbnails(values, grids, self._merge(), self._temporal_patch(), self.pixel_mean, self.pixel_std)
+
+    def encode_groups(self, encode: Callable[..., Any], values: torch.Tensor, grids: torch.Tensor,
+                      kept: list[torch.Tensor], **kwargs: Any) -> Any:
+        """The model's video features with only the ``kept`` groups of each video encoded."""
+        from .qwen_select import encode_groups
+
+        return encode_groups(encode, values, grids, kept, self._merge(), **kwargs)
+
 
 def token_pixels(
     values: torch.Tensor, grids: torch.Tensor, merge: int, temporal_patch: int,

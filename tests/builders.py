@@ -265,6 +265,16 @@ def _video_llava() -> Tiny:
 LLAVA_BUILDERS = {"llava_onevision": _llava_onevision, "llava_next_video": _llava_next_video, "video_llava": _video_llava}
 
 
+def unsupported_stages(family: str, spec: str) -> list[str]:
+    """Stages of ``spec`` that vtc refuses on ``family`` (the suites check the refusal instead)."""
+    import vtc
+    from vtc.patches import adapter_for
+    from vtc.support import supported_stages
+
+    supported = supported_stages(type(adapter_for(tiny(family).model)))
+    return [s.method.stage for s in vtc.Pipeline.parse(spec).steps if s.method.stage not in supported]
+
+
 def tiny(family: str, seed: int = 0) -> Tiny:
     """A cached tiny model + processor; callers must not leave it wrapped (tests unwrap in finally)."""
     return _build(family, seed)

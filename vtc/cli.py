@@ -83,6 +83,8 @@ def _run(args: argparse.Namespace) -> int:
           + (" (clamped: fewer frames exist than requested)" if video.clamped else ""))
     if stats is not None:
         print(stats.table())
+        if stats.selected_frames:
+            print(f"frames kept by the select stage (source indices): {[int(video.indices[f]) for f in stats.selected_frames[0]]}")
     if baseline and compressed:
         print(f"prefill: {baseline.ms:.1f} ms uncompressed -> {compressed.ms:.1f} ms compressed "
               f"({baseline.ms / compressed.ms:.2f}x, best of {compressed.repeats})")

@@ -60,11 +60,12 @@ class Engine:
         self.model, self.adapter, self.pipeline, self.budget = model, adapter, pipeline, budget
         self.prefill_steps = pipeline.of_stage("prefill")
         self.layer_steps = pipeline.of_stage("layer")
-        unsupported = [s.method.name for s in pipeline.steps if s.method.stage not in ("prefill", "layer")]
+        unsupported = [s.method.name for s in pipeline.steps if s.method.stage not in ("select", "prefill", "layer")]
         if unsupported:
             raise NotImplementedError(
-                f"methods {unsupported} act at a stage this version of vtc cannot hook yet (prefill and layer only)"
+                f"methods {unsupported} act at a stage this version of vtc cannot hook yet (select, prefill and layer only)"
             )
+        self.select = select_stage(self, pipeline.of_stage("select"))
         self.num_layers = len(adapter.decoder_layers())
         for step in self.layer_steps:
             if not 1 <= step.method.layer < self.num_layers:
@@ -82,6 +83,8 @@ class Engine:
     def install(self) -> None:
         base, lm = self.adapter.base_model(), self.adapter.language_model()
         self._removers.append(base.register_forward_pre_hook(self._capture, with_kwargs=True).remove)
+        if self.select is not None:
+            self._removers.append(self.select.install(base))
         self._removers.append(self._record_video_encoding(base))
         self._removers.append(lm.register_forward_pre_hook(self._language_model_pre_hook, with_kwargs=True).remove)
         if self.layer_steps:
@@ -207,8 +210,12 @@ class Engine:
                 raise ValueError("this method needs the raw video pixels (pixel_values_videos), which were not passed")
             for tok, pix in zip(tokens, pixels):
                 tok.pixels = pix
+        if self.select is not None:
+            tokens = self.select.apply(tokens, embeds, visual, stats)
+        else:
+            _copy_processor_selection(self.model, captured, stats)
         if captured.get("vision_saliency") and any("vision_saliency" in s.method.needs for s in self.prefill_steps):
-            _attach_vision_saliency(tokens, captured["vision_saliency"])
+            _attach_vision_saliency(tokens, captured["vision_saliency"], [int(lay.rows.numel()) for lay in layouts])
         replaced = False
         for step in self.prefill_steps:
             tokens, merged = self._run_step(step, tokens, stats, layer=None)
@@ -428,16 +435,43 @@ class Engine:
         return masks.gather(1, cut.gather) & cut.valid, embeds[cut.kept[masks]]
 
 
-def _attach_vision_saliency(tokens: list[VisualTokens], per_video: list[torch.Tensor]) -> None:
-    """Split the per-video saliencies over the samples (videos are in prompt order)."""
-    flat = torch.cat(per_video)
+def _attach_vision_saliency(tokens: list[VisualTokens], per_video: list[torch.Tensor], full_sizes: list[int]) -> None:
+    """Give each sample its videos' saliency over all of its original visual tokens (videos are in
+    prompt order). When a select stage encoded only the chosen frames, those fill the kept rows."""
+    flat = torch.cat(per_video).to(tokens[0].features.device)
     sizes = [len(t) for t in tokens]
-    if flat.numel() != sum(sizes):
+    if flat.numel() == sum(full_sizes):
+        parts = flat.split(full_sizes)
+    elif flat.numel() == sum(sizes):
+        parts = []
+        for tok, part, full in zip(tokens, flat.split(sizes), full_sizes):
+            whole = part.new_zeros(full)
+            whole[tok.source] = part
+            parts.append(whole)
+    else:
         raise ValueError(
-            f"the vision tower reported saliency for {flat.numel()} video tokens but the prompts hold {sum(sizes)}"
+            f"the vision tower reported saliency for {flat.numel()} video tokens but the prompts hold {sum(full_sizes)}"
         )
-    for tok, part in zip(tokens, flat.to(tokens[0].features.device).split(sizes)):
+    for tok, part in zip(tokens, parts):
         tok.extras["vision_saliency"] = part
+
+
+def select_stage(engine: Engine, steps: list[Step]) -> Any:
+    """The select-stage driver (vtc/select/stage.py) when the pipeline has a select step."""
+    if not steps:
+        return None
+    from .select.stage import SelectStage
+
+    return SelectStage(engine, steps)
+
+
+def _copy_processor_selection(model: nn.Module, captured: dict, stats: CompressionStats) -> None:
+    """Frames chosen by vtc.VideoProcessor for these inputs (select stage before the processor) go to the stats."""
+    from .processor import processor_selection
+
+    record = processor_selection(model, captured)
+    if record is not None:
+        stats.selected_frames, stats.selected_times, stats.scenes = record.selected_frames, record.selected_times, record.scenes
 
 
 def _prefill_layer_mask(local: Compaction, mask: torch.Tensor | None, hidden: torch.Tensor, flash: bool):

@@ -15,13 +15,19 @@ def method_rows() -> list[tuple[str, str, str]]:
     return rows
 
 
+def supported_stages(adapter: type) -> tuple[str, ...]:
+    """The stages vtc can hook on a family: select needs an adapter that thumbnails frame groups."""
+    stages = ("prefill", "layer") if adapter.supports_layer_stage else ("prefill",)
+    return ("select", *stages) if hasattr(adapter, "group_thumbnails") else stages
+
+
 def family_rows() -> list[tuple[str, ...]]:
     """(family, model types, positions, stages, methods, batch, known limits) per adapter."""
     from .patches import ADAPTERS
 
     rows = []
     for adapter in ADAPTERS:
-        stages = ("prefill", "layer") if adapter.supports_layer_stage else ("prefill",)
+        stages = supported_stages(adapter)
         methods = [name for name in list_methods() if get(name).stage in stages]
         runs = "all" if len(methods) == len(list_methods()) else ", ".join(f"`{m}`" for m in methods)
         rows.append((adapter.family, ", ".join(adapter.model_types), adapter.rope, ", ".join(stages), runs,
