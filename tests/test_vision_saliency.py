@@ -116,3 +116,14 @@ def test_an_image_in_the_same_prompt_does_not_mix_into_the_video_saliency() -> N
         stats = tm.model.vtc_stats
     assert stats.visual_tokens[0] == int((inputs["input_ids"] == tm.model.config.video_token_id).sum())
     assert not any("saliency fallback" in n for rec in stats.stages for n in rec.notes)
+
+
+@pytest.mark.parametrize("spec", ["uniform-frames:0.5>fastvid:0.5", "scenes:0.5>holitom:0.5"])
+def test_saliency_reaches_methods_after_a_selector_encoded_only_chosen_frames(spec: str) -> None:
+    tm = tiny("qwen2_5_vl")
+    inputs = tm.inputs([video(8, seed=5)])
+    with vtc.compressed(tm.model, spec), torch.no_grad():
+        tm.model(**inputs)
+        stats = tm.model.vtc_stats
+    assert len(stats.selected_frames[0]) < 8
+    assert not any("saliency fallback" in n for rec in stats.stages for n in rec.notes)
