@@ -117,7 +117,9 @@ class Engine:
         (``mm_encoder_outputs``), so the grid and pixels must be caught where they are encoded.
         The wrapper is an instance attribute, removed by ``unwrap``.
         """
-        original = base.get_video_features
+        original = getattr(base, "get_video_features", None)
+        if original is None:  # families that feed frames as images encode them with get_image_features
+            return lambda: None
         signature = inspect.signature(original)
 
         def get_video_features(*args: Any, **kwargs: Any):
@@ -167,13 +169,17 @@ class Engine:
     def _prefill(self, captured: dict, kwargs: dict):
         embeds, mask = kwargs["inputs_embeds"], kwargs.get("attention_mask")
         if kwargs.get("position_ids") is None:
-            raise ValueError("vtc needs the model's position ids at the language model; none were computed")
+            if self.adapter.rope != "1d":
+                raise ValueError("vtc needs the model's position ids at the language model; none were computed")
+            # A plain forward of a 1D-RoPE model numbers every row from 0 (generate() passes its own ids).
+            kwargs = {**kwargs, "position_ids": torch.arange(embeds.shape[1], device=embeds.device).expand(embeds.shape[0], -1)}
         input_ids = captured["input_ids"].to(embeds.device)
         visual = input_ids == self.adapter.visual_token_id()
         if mask is not None:
             visual &= mask.bool()
         layouts = self.adapter.layouts(captured, visual)
         stats = CompressionStats(visual_tokens=[int(lay.rows.numel()) for lay in layouts], num_layers=self.num_layers)
+        stats.notes += [f"sample {b}: {note}" for b, lay in enumerate(layouts) for note in lay.notes]
         tokens = [
             VisualTokens(
                 features=embeds[b, lay.rows], coords=lay.coords, frame=lay.frame, time=lay.time, index=lay.rows,
