@@ -4,9 +4,13 @@ from __future__ import annotations
 from torch import nn
 
 from .base import FamilyAdapter, VisualLayout
+from .internvl import InternVLAdapter
 from .qwen_vl import Qwen3VLAdapter, QwenVLAdapter
+from .smolvlm import SmolVLMAdapter
+from .video_llama_3 import VideoLlama3Adapter
 
 ADAPTERS: tuple[type[FamilyAdapter], ...] = (QwenVLAdapter, Qwen3VLAdapter)
+ADAPTERS += (InternVLAdapter, SmolVLMAdapter, VideoLlama3Adapter)
 
 
 def supported_model_types() -> list[str]:

@@ -15,20 +15,21 @@ def method_rows() -> list[tuple[str, str, str]]:
     return rows
 
 
-def family_rows() -> list[tuple[str, str, str, str]]:
+def family_rows() -> list[tuple[str, str, str, str, str]]:
     from .patches import ADAPTERS
 
     rows = []
     for adapter in ADAPTERS:
         stages = "prefill, layer" if adapter.supports_layer_stage else "prefill"
-        rows.append((adapter.family, ", ".join(adapter.model_types), adapter.rope, stages))
+        limits = "; ".join(adapter.known_limits) or "none"
+        rows.append((adapter.family, ", ".join(adapter.model_types), adapter.rope, stages, limits))
     return rows
 
 
 def markdown_tables() -> str:
     lines = [README_BEGIN, "", "| method | stage | what it does |", "|---|---|---|"]
     lines += [f"| `{n}` | {s} | {d} |" for n, s, d in method_rows()]
-    lines += ["", "| family | `model_type` | positions | stages | batch |", "|---|---|---|---|---|"]
-    lines += [f"| {f} | `{t}` | {r} | {s} | left-padded, per-sample budgets |" for f, t, r, s in family_rows()]
+    lines += ["", "| family | `model_type` | positions | stages | batch | known limits |", "|---|---|---|---|---|---|"]
+    lines += [f"| {f} | `{t}` | {r} | {s} | left-padded, per-sample budgets | {k} |" for f, t, r, s, k in family_rows()]
     lines += ["", README_END]
     return "\n".join(lines)
