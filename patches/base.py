@@ -12,7 +12,7 @@ from torch import nn
 class VisualLayout:
     """Where one sample's visual tokens sit and what grid they come from (metadata, no features)."""
 
-    rows: torch.Tensor  # [N] rows in the prompt
+    rows: torch.Tensor  # [N] rows in the prompt offered to methods; placeholder rows not listed are kept like text
     coords: torch.Tensor  # [N, 3] (t, h, w), t counted over the sample's videos
     frame: torch.Tensor  # [N]
     time: torch.Tensor  # [N] seconds
@@ -56,6 +56,14 @@ class FamilyAdapter:
     def layouts(self, captured: dict[str, Any], visual_mask: torch.Tensor) -> list[VisualLayout]:
         """One layout per sample; raise if the visual row count disagrees with the declared grid."""
         raise NotImplementedError
+
+    def vision_attention(self, sample_sizes: list[int]) -> tuple[str, list[torch.Tensor]] | None:
+        """(what it is, per-sample [N] attention) from the vision tower for the latest video, if the family has one.
+
+        Video-LLaVA's CLIP tower has a real [CLS] token; families without one return None and each
+        method falls back as its docstring says (the fallback is named in the stats).
+        """
+        return None
 
     def pixels(self, captured: dict[str, Any], sample_sizes: list[int]) -> list[torch.Tensor] | None:
         """Per-sample raw pixels [N, tp, C, P] of each visual token, or None if unavailable."""
