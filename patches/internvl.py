@@ -1,7 +1,15 @@
 """InternVL (InternVL3 / InternVL3.5 "-hf" checkpoints): Qwen2 language model with 1D RoPE, frames as images."""
 from __future__ import annotations
 
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .base import _resolve
 from .image_frames import ImageFramesAdapter
+
+CLS_SOURCE = "InternViT [CLS] attention at the feature layer, summed over each token's patches"
 
 
 class InternVLAdapter(ImageFramesAdapter):
@@ -9,7 +17,13 @@ class InternVLAdapter(ImageFramesAdapter):
 
     Tokens per frame: (image_size / patch_size * downsample_ratio)^2, 256 for the released
     448 px / 14 px / 0.5 models. The pixel shuffle keeps raster order, so token i of a frame sits
-    at (i // W, i % W).
+    at (i // W, i % W) and covers a (1/ratio) x (1/ratio) block of ViT patches.
+
+    InternViT has a real [CLS] token: the adapter records its head-averaged attention over the
+    patches in the layer whose output feeds the projector (``vision_feature_layer=-1``, the last),
+    recomputing only that one query row so any attention implementation works, and gives each
+    visual token the sum over its patch block (``tokens.attn``, named in the stats). For another
+    ``vision_feature_layer`` it gives none and methods fall back as their docstrings say.
     """
 
     model_types = ("internvl",)
@@ -20,7 +34,61 @@ class InternVLAdapter(ImageFramesAdapter):
         "no timestamps or raw pixels reach vtc (dtd pixel mode refused)",
     )
 
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self._cls_attention: torch.Tensor | None = None
+
     def frame_grid(self) -> tuple[int, int]:
         vision = self.config.vision_config
         ratio = float(self.config.downsample_ratio)
         return tuple(int(size // patch * ratio) for size, patch in zip(vision.image_size, vision.patch_size))
+
+    def install(self, engine: Any) -> list[Callable[[], None]]:
+        if self.config.vision_feature_layer != -1:
+            return []
+        attention = _resolve(self.model, "model.vision_tower").encoder.layer[-1].attention
+        hook = attention.register_forward_pre_hook(self._record_cls_attention, with_kwargs=True)
+
+        def remove() -> None:
+            hook.remove()
+            self._cls_attention = None
+
+        return [remove]
+
+    def _record_cls_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        self._cls_attention = cls_attention(module, hidden)
+
+    def vision_attention(self, sample_sizes: list[int]) -> tuple[str, list[torch.Tensor]] | None:
+        """Per-token [CLS] attention of the frames encoded for this forward (consumed once, never reused)."""
+        patches, self._cls_attention = self._cls_attention, None
+        if patches is None:
+            return None
+        height, width = self.frame_grid()
+        per_token = pool_patches(patches, height, width).flatten()
+        if per_token.numel() != sum(sample_sizes):
+            return None
+        return CLS_SOURCE, list(torch.split(per_token, sample_sizes))
+
+
+def cls_attention(module: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Head-averaged softmax attention of the [CLS] query over the patch keys: [frames, patches], float32.
+
+    ``module`` is an InternVL vision attention block and ``hidden`` its (layer-normed) input; the
+    projections and q/k norms are the block's own, so this equals row 0 of its attention map.
+    """
+    frames, length, _ = hidden.shape
+    heads, head_dim = module.num_heads, module.head_dim
+    query = module.q_norm(module.q_proj(hidden[:, :1])).view(frames, 1, heads, head_dim).transpose(1, 2)
+    key = module.k_norm(module.k_proj(hidden)).view(frames, length, heads, head_dim).transpose(1, 2)
+    scores = (query.float() @ key.float().transpose(-1, -2)) * module.scale
+    return torch.softmax(scores, dim=-1).mean(dim=1)[:, 0, 1:]
+
+
+def pool_patches(patches: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[frames, P] patch values summed over each token's block: [frames, height * width] in raster order."""
+    frames, count = patches.shape
+    side = int(round(count**0.5))
+    block_h, block_w = side // height, side // width
+    blocks = patches.view(frames, height, block_h, width, block_w)
+    return blocks.sum(dim=(2, 4)).reshape(frames, height * width)

@@ -195,13 +195,17 @@ def _internvl() -> Tiny:
          "video_token": "<video>"},
     )
     config = InternVLConfig(
-        text_config=_tiny_text(len(tokenizer), "qwen2"), vision_config=dict(TINY_VISION, image_size=112),
+        # A wider weight init than the default 0.02 so the ViT's [CLS] attention is far from uniform.
+        text_config=_tiny_text(len(tokenizer), "qwen2"),
+        vision_config=dict(TINY_VISION, image_size=112, initializer_range=0.3),
         image_token_id=tokenizer.context_image_token_id, image_seq_length=16, downsample_ratio=0.5,
         tie_word_embeddings=True,
     )
     sizes = dict(size={"height": 112, "width": 112})
-    processor = InternVLProcessor(GotOcr2ImageProcessor(**sizes), tokenizer, InternVLVideoProcessor(**sizes),
-                                  image_seq_length=16)
+    processor = InternVLProcessor(
+        GotOcr2ImageProcessor(**sizes), tokenizer, InternVLVideoProcessor(**sizes), image_seq_length=16,
+        chat_template=_chat_template("<video>\n", "<|im_start|>", "<|im_end|>\n", "<|im_start|>assistant\n"),
+    )
 
     def make_inputs(processor: Any, videos: list[np.ndarray], questions: list[str], **kwargs: Any) -> Any:
         # InternVLProcessor stacks a batch's videos, so it cannot batch clips of different lengths: run
@@ -234,8 +238,11 @@ def _smolvlm() -> Tiny:
         tie_word_embeddings=True,
     )
     sizes = dict(size={"longest_edge": 112}, max_image_size={"longest_edge": 112})
-    processor = SmolVLMProcessor(SmolVLMImageProcessor(**sizes, do_image_splitting=False), tokenizer,
-                                 SmolVLMVideoProcessor(**sizes), image_seq_len=16)
+    processor = SmolVLMProcessor(
+        SmolVLMImageProcessor(**sizes, do_image_splitting=False), tokenizer, SmolVLMVideoProcessor(**sizes),
+        image_seq_len=16,
+        chat_template=_chat_template("<video>", "<|im_start|>", "<end_of_utterance>\n", "Assistant:"),
+    )
 
     def make_inputs(processor: Any, videos: list[np.ndarray], questions: list[str], **kwargs: Any) -> Any:
         # SmolVLMProcessor writes the batch's padded frame count into every prompt ("eight frames" for a
@@ -265,6 +272,7 @@ def _video_llama_3() -> Tiny:
     processor = VideoLlama3Processor(
         VideoLlama3ImageProcessor(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112}), tokenizer,
         VideoLlama3VideoProcessor(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112 * 16}),
+        chat_template=_chat_template("<|video_pad|>\n", "<|im_start|>", "<|im_end|>\n", "<|im_start|>assistant\n"),
     )
 
     def make_inputs(processor: Any, videos: list[np.ndarray], questions: list[str], **kwargs: Any) -> Any:
@@ -274,6 +282,16 @@ def _video_llama_3() -> Tiny:
                          do_sample_frames=False, padding=True, return_tensors="pt", **kwargs)
 
     return Tiny("video_llama_3", VideoLlama3ForConditionalGeneration(config), processor, make_inputs)
+
+
+def _chat_template(video_placeholder: str, turn_start: str, turn_end: str, assistant: str) -> str:
+    """A minimal chat template in the family's format: the user's video then text, then the assistant cue."""
+    return (
+        f"{{% for message in messages %}}{turn_start}{{{{ message['role'] }}}}: "
+        f"{{% for part in message['content'] %}}{{% if part['type'] == 'video' %}}{video_placeholder}"
+        f"{{% elif part['type'] == 'text' %}}{{{{ part['text'] }}}}{{% endif %}}{{% endfor %}}{turn_end}{{% endfor %}}"
+        f"{{% if add_generation_prompt %}}{assistant}{{% endif %}}"
+    )
 
 
 FRAME_FAMILY_BUILDERS: dict[str, Callable[[], Tiny]] = {

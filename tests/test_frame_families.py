@@ -6,14 +6,17 @@ compression composed with vtc's methods.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 import vtc
+from vtc.cli import main
 from vtc.patches import adapter_for
 
-from .builders import tiny, video
+from .builders import tiny, video, write_mp4
 from .test_oracles import _rope_positions
 
 
@@ -165,3 +168,61 @@ def test_video_llama_3_pixels_are_each_kept_tokens_own_patch() -> None:
     with vtc.compressed(tm.model, "dtd(mode=pixel):0.5"), torch.no_grad():
         tm.model(**inputs)
         assert tm.model.vtc_stats.tokens_kept == [48]
+
+
+@pytest.mark.parametrize("family", ["internvl", "smolvlm", "video_llama_3"])
+def test_vtc_run_compresses_a_saved_checkpoint_of_the_family(family: str, tmp_path) -> None:
+    """Save/load round trip through the Auto classes, the chat template and the CLI's input building."""
+    tm = tiny(family)
+    tm.model.save_pretrained(tmp_path / "ckpt")
+    tm.processor.save_pretrained(tmp_path / "ckpt")
+    write_mp4(tmp_path / "clip.mp4", video(16), fps=4)
+    code = main(["run", str(tmp_path / "clip.mp4"), "What moves?", "--model", str(tmp_path / "ckpt"), "--method", "dtd",
+                 "--retain", "0.25", "--num-frames", "8", "--max-new-tokens", "2", "--json", str(tmp_path / "run.json")])
+    assert code == 0
+    stats = json.loads((tmp_path / "run.json").read_text())["stats"]
+    assert stats["visual_tokens"] == [8 * 16] and stats["tokens_kept"] == [32]
+
+
+def test_internvl_gives_methods_its_vits_cls_attention() -> None:
+    """Recorded beside sdpa, each token's [CLS] attention equals eager attention's row 0 summed over its patches."""
+    from vtc.patches.internvl import CLS_SOURCE, pool_patches
+
+    tm = tiny("internvl")
+    inputs = tm.inputs([video(4)])
+    vision = tm.model.model.vision_tower
+    vision.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            eager = vision(pixel_values=inputs["pixel_values"], output_attentions=True).attentions[-1]
+    finally:
+        vision.set_attn_implementation("sdpa")
+    expected = pool_patches(eager[:, :, 0, 1:].mean(dim=1).float(), 4, 4).flatten()
+    assert float(expected.std()) > 0.01, "the tiny ViT's [CLS] attention must not be uniform for this to test anything"
+
+    adapter = adapter_for(tm.model)
+    removers = adapter.install(engine=None)
+    try:
+        with torch.no_grad():
+            tm.model(**inputs)
+        source, (attn,) = adapter.vision_attention([4 * 16])
+        assert adapter.vision_attention([4 * 16]) is None, "a recording serves one forward only"
+    finally:
+        for remove in removers:
+            remove()
+    assert source == CLS_SOURCE
+    torch.testing.assert_close(attn, expected, rtol=1e-5, atol=1e-6)
+
+    with vtc.compressed(tm.model, "fastvid:0.25"), torch.no_grad():
+        tm.model(**inputs)
+        notes = tm.model.vtc_stats.stages[0].notes
+    assert any(CLS_SOURCE in note for note in notes), notes
+
+
+@pytest.mark.parametrize("family", ["smolvlm", "video_llama_3"])
+def test_families_without_cls_name_the_saliency_fallback(family: str) -> None:
+    tm = tiny(family)
+    with vtc.compressed(tm.model, "fastvid:0.25"), torch.no_grad():
+        tm.model(**tm.inputs([video(4)]))
+        notes = tm.model.vtc_stats.stages[0].notes
+    assert any("saliency fallback" in note for note in notes), notes
