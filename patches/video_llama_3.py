@@ -10,6 +10,9 @@ the tokens it left, with their true (t, h, w) positions read from the mask. Budg
 count from those survivors, and the stats note how many the built-in step had already removed.
 Methods that compare every position across frames (fastvid, holitom, prunevid) refuse grids with
 holes; pass ``use_token_compression=False`` to the processor to hand vtc every token instead.
+
+Images in the same prompt use ``image_token_id`` and are left alone. The ``Time t s:`` markers are
+text rows (never dropped); the model receives no numeric timestamps, so token times are NaN.
 """
 from __future__ import annotations
 
