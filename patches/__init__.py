@@ -5,11 +5,15 @@ from torch import nn
 
 from .base import FamilyAdapter, VisualLayout
 from .internvl import InternVLAdapter
+from .llava_next_video import LlavaNextVideoAdapter
+from .llava_onevision import LlavaOnevisionAdapter
 from .qwen_vl import Qwen3VLAdapter, QwenVLAdapter
 from .smolvlm import SmolVLMAdapter
 from .video_llama_3 import VideoLlama3Adapter
 
-ADAPTERS: tuple[type[FamilyAdapter], ...] = (QwenVLAdapter, Qwen3VLAdapter)
+ADAPTERS: tuple[type[FamilyAdapter], ...] = (
+    QwenVLAdapter, Qwen3VLAdapter, LlavaOnevisionAdapter, LlavaNextVideoAdapter,
+)
 ADAPTERS += (InternVLAdapter, SmolVLMAdapter, VideoLlama3Adapter)
 
 

@@ -29,8 +29,9 @@ class FamilyAdapter:
     language_model_path: str = "model.language_model"
     base_model_path: str = "model"
     supports_layer_stage: bool = True
-    # What users of this family must know (inputs refused, upstream processor quirks); shown in the README.
-    known_limits: tuple[str, ...] = ()
+    # For the README's generated support table (vtc list --markdown).
+    batch_note: str = "left-padded, per-sample budgets"
+    known_limits: str = ""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model

@@ -21,7 +21,7 @@ class ImageFramesAdapter(FamilyAdapter):
     and runs announced by different tokens (SmolVLM's ``<row_i_col_j>`` tiles next to
     ``<global-img>`` frames) are refused: tiles of one image are not moments in time.
 
-    Token times are unknown (NaN): these models receive no timestamps, only frame markers in text.
+    Token times are frame indices: these models receive no timestamps, only frame markers in text.
     """
 
     rope = "1d"
@@ -68,13 +68,13 @@ def _runs(rows: torch.Tensor) -> list[torch.Tensor]:
 
 
 def frame_layout(rows: torch.Tensor, frames: int, height: int, width: int) -> VisualLayout:
-    """``frames`` full frames of height x width tokens, each in raster order; times unknown."""
+    """``frames`` full frames of height x width tokens, each in raster order; times are frame indices."""
     device = rows.device
     tt, hh, ww = torch.meshgrid(
         torch.arange(frames, device=device), torch.arange(height, device=device), torch.arange(width, device=device),
         indexing="ij",
     )
     coords = torch.stack([tt.flatten(), hh.flatten(), ww.flatten()], dim=1)
-    time = torch.full((coords.shape[0],), float("nan"), device=device)
+    time = coords[:, 0].float()
     grid = (frames, height, width) if frames else (0, 0, 0)
     return VisualLayout(rows, coords, coords[:, 0].clone(), time, grid)

@@ -28,10 +28,13 @@ class InternVLAdapter(ImageFramesAdapter):
 
     model_types = ("internvl",)
     family = "InternVL"
+    batch_note = (
+        "left-padded, per-sample budgets; InternVLProcessor cannot batch clips of different lengths "
+        "(process each sample, then left-pad)"
+    )
     known_limits = (
-        "frames are read as images: a tiled (multi-patch) image in the prompt is refused",
-        "InternVLProcessor cannot batch clips of different lengths: process each sample and left-pad",
-        "no timestamps or raw pixels reach vtc (dtd pixel mode refused)",
+        "frames are read as images: a tiled (multi-patch) image in the prompt is refused; no per-token pixels "
+        "(`dtd(mode=pixel)` refuses); token times are frame indices"
     )
 
     def __init__(self, model: nn.Module) -> None:

@@ -16,10 +16,13 @@ class SmolVLMAdapter(ImageFramesAdapter):
     model_types = ("smolvlm",)
     family = "SmolVLM"
     language_model_path = "model.text_model"
+    batch_note = (
+        "left-padded, per-sample budgets; SmolVLMProcessor writes the batch's padded frame count into every "
+        "prompt (process each sample, then left-pad)"
+    )
     known_limits = (
-        "frames are read as images: a split image (row/col tiles) in the prompt is refused",
-        "SmolVLMProcessor writes the padded frame count into batched prompts: process each sample and left-pad",
-        "no timestamps or raw pixels reach vtc (dtd pixel mode refused)",
+        "frames are read as images: a split image (row/col tiles) in the prompt is refused; no per-token pixels "
+        "(`dtd(mode=pixel)` refuses); token times are frame indices"
     )
 
     def frame_grid(self) -> tuple[int, int]:

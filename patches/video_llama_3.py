@@ -12,7 +12,7 @@ Methods that compare every position across frames (fastvid, holitom, prunevid) r
 holes; pass ``use_token_compression=False`` to the processor to hand vtc every token instead.
 
 Images in the same prompt use ``image_token_id`` and are left alone. The ``Time t s:`` markers are
-text rows (never dropped); the model receives no numeric timestamps, so token times are NaN.
+text rows (never dropped); the model receives no numeric timestamps, so token times are frame indices.
 """
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ class VideoLlama3Adapter(FamilyAdapter):
     model_types = ("video_llama_3",)
     family = "VideoLLaMA3"
     known_limits = (
-        "its own use_token_compression runs first in the processor; budgets count from what it left",
-        "fastvid, holitom and prunevid need whole frames: pass use_token_compression=False when it dropped tokens",
+        "its own `use_token_compression` runs first, in the processor, and budgets count from what it left; "
+        "fastvid, holitom and prunevid need whole frames: pass `use_token_compression=False` when it dropped tokens; "
+        "token times are frame indices"
     )
     rope = "1d"
     pixel_mean = HALF
@@ -122,5 +123,5 @@ def _masked_grid_layout(
         )
     height = max(shape[1] for shape, _ in parts)
     width = max(shape[2] for shape, _ in parts)
-    time = torch.full((coords_t.shape[0],), float("nan"), device=device)
+    time = coords_t[:, 0].float()
     return VisualLayout(rows, coords_t, coords_t[:, 0].clone(), time, (frame_offset, height, width), notes)

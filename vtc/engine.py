@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from . import attention
 from .budget import Budget
@@ -167,6 +168,7 @@ class Engine:
         return bool((input_ids == self.adapter.visual_token_id()).any())
 
     def _prefill(self, captured: dict, kwargs: dict):
+        kwargs, created_cache = self._with_cache(kwargs)
         embeds, mask = kwargs["inputs_embeds"], kwargs.get("attention_mask")
         positions = kwargs.get("position_ids")
         if positions is None:
@@ -225,13 +227,27 @@ class Engine:
             n_dropped=(~kept).sum(dim=1), mask_2d=new_mask, visual=tokens,
         )
         if not rewrite:
-            return None
+            return args_kwargs(kwargs) if created_cache else None
         kwargs = dict(kwargs)
         kwargs["inputs_embeds"] = compaction.rows(embeds)
         kwargs["attention_mask"] = new_mask
         kwargs["position_ids"] = self._compact_positions(positions, compaction, new_mask)
         self.adapter.compact_lm_kwargs(kwargs, compaction.gather, compaction.valid, kept)
         return args_kwargs(kwargs)
+
+    def _with_cache(self, kwargs: dict) -> tuple[dict, bool]:
+        """Create the KV cache the language model would create itself, so decode steps can be recognised.
+
+        A plain ``model(**inputs, use_cache=True)`` reaches the language model without a cache; the
+        one it makes inside would be unknown to vtc, and a hand-written decode loop on it would not
+        get its mask and positions mapped onto the shorter cache.
+        """
+        use_cache = kwargs.get("use_cache")
+        if use_cache is None:
+            use_cache = getattr(self.adapter.text_config(), "use_cache", False)
+        if kwargs.get("past_key_values") is not None or not use_cache:
+            return kwargs, False
+        return {**kwargs, "past_key_values": DynamicCache(config=self.adapter.text_config())}, True
 
     def _default_prefill_positions(self, embeds: torch.Tensor) -> torch.Tensor:
         """The ids a 1D-RoPE language model computes itself when given none (0..L-1, padding included).
