@@ -10,9 +10,10 @@ from .llava_onevision import LlavaOnevisionAdapter
 from .qwen_vl import Qwen3VLAdapter, QwenVLAdapter
 from .smolvlm import SmolVLMAdapter
 from .video_llama_3 import VideoLlama3Adapter
+from .video_llava import VideoLlavaAdapter
 
 ADAPTERS: tuple[type[FamilyAdapter], ...] = (
-    QwenVLAdapter, Qwen3VLAdapter, LlavaOnevisionAdapter, LlavaNextVideoAdapter,
+    QwenVLAdapter, Qwen3VLAdapter, LlavaOnevisionAdapter, LlavaNextVideoAdapter, VideoLlavaAdapter,
 )
 ADAPTERS += (InternVLAdapter, SmolVLMAdapter, VideoLlama3Adapter)
 

@@ -29,6 +29,8 @@ class FamilyAdapter:
     language_model_path: str = "model.language_model"
     base_model_path: str = "model"
     supports_layer_stage: bool = True
+    # The base-model method that encodes a prompt's video frames (its arguments are recorded for layouts).
+    video_encoder: str = "get_video_features"
     # For the README's generated support table (vtc list --markdown).
     batch_note: str = "left-padded, per-sample budgets"
     known_limits: str = ""
@@ -58,14 +60,6 @@ class FamilyAdapter:
         """One layout per sample; raise if the visual row count disagrees with the declared grid."""
         raise NotImplementedError
 
-    def vision_attention(self, sample_sizes: list[int]) -> tuple[str, list[torch.Tensor]] | None:
-        """(what it is, per-sample [N] attention) from the vision tower for the latest video, if the family has one.
-
-        Video-LLaVA's CLIP tower has a real [CLS] token; families without one return None and each
-        method falls back as its docstring says (the fallback is named in the stats).
-        """
-        return None
-
     def pixels(self, captured: dict[str, Any], sample_sizes: list[int]) -> list[torch.Tensor] | None:
         """Per-sample raw pixels [N, tp, C, P] of each visual token, or None if unavailable."""
         return None
@@ -75,6 +69,11 @@ class FamilyAdapter:
         self, kwargs: dict[str, Any], gather: torch.Tensor, valid: torch.Tensor, visual_keep: torch.Tensor
     ) -> None:
         """Update family-specific language-model kwargs after rows were dropped (in place)."""
+
+    def record_vision_saliency(self, sink: Callable[[list[torch.Tensor]], None]) -> list[Callable[[], None]] | None:
+        """Hooks that hand ``sink`` a ViT-attention saliency per encoded video (flattened in visual-row
+        order) on every vision forward; None where the family's vision tower offers none."""
+        return None
 
     def install(self, engine: Any) -> list[Callable[[], None]]:
         """Family-specific hooks beyond the generic ones; returns their removers."""

@@ -25,6 +25,7 @@ class ImageFramesAdapter(FamilyAdapter):
     """
 
     rope = "1d"
+    video_encoder = "get_image_features"
 
     def visual_token_id(self) -> int:
         return int(self.config.image_token_id)

@@ -1,15 +1,13 @@
 """InternVL (InternVL3 / InternVL3.5 "-hf" checkpoints): Qwen2 language model with 1D RoPE, frames as images."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 
 from .base import _resolve
 from .image_frames import ImageFramesAdapter
-
-CLS_SOURCE = "InternViT [CLS] attention at the feature layer, summed over each token's patches"
 
 
 class InternVLAdapter(ImageFramesAdapter):
@@ -19,11 +17,12 @@ class InternVLAdapter(ImageFramesAdapter):
     448 px / 14 px / 0.5 models. The pixel shuffle keeps raster order, so token i of a frame sits
     at (i // W, i % W) and covers a (1/ratio) x (1/ratio) block of ViT patches.
 
-    InternViT has a real [CLS] token: the adapter records its head-averaged attention over the
-    patches in the layer whose output feeds the projector (``vision_feature_layer=-1``, the last),
-    recomputing only that one query row so any attention implementation works, and gives each
-    visual token the sum over its patch block (``tokens.attn``, named in the stats). For another
-    ``vision_feature_layer`` it gives none and methods fall back as their docstrings say.
+    InternViT has a real [CLS] token: the ViT saliency handed to methods that need one
+    (``needs={"vision_saliency"}``: FastVID's ATS, HoliTom) is the [CLS] query's head-averaged
+    softmax attention over the patches in the layer whose output feeds the projector
+    (``vision_feature_layer=-1``, the last), recomputing only that one query row so any attention
+    implementation works, summed over each visual token's patch block. For another
+    ``vision_feature_layer`` it gives none and those methods fall back as their docstrings say.
     """
 
     model_types = ("internvl",)
@@ -37,43 +36,27 @@ class InternVLAdapter(ImageFramesAdapter):
         "(`dtd(mode=pixel)` refuses); token times are frame indices"
     )
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        self._cls_attention: torch.Tensor | None = None
-
     def frame_grid(self) -> tuple[int, int]:
         vision = self.config.vision_config
         ratio = float(self.config.downsample_ratio)
         return tuple(int(size // patch * ratio) for size, patch in zip(vision.image_size, vision.patch_size))
 
-    def install(self, engine: Any) -> list[Callable[[], None]]:
+    def record_vision_saliency(self, sink: Callable[[list[torch.Tensor]], None]) -> list[Callable[[], None]] | None:
         if self.config.vision_feature_layer != -1:
-            return []
+            return None
         attention = _resolve(self.model, "model.vision_tower").encoder.layer[-1].attention
-        hook = attention.register_forward_pre_hook(self._record_cls_attention, with_kwargs=True)
-
-        def remove() -> None:
-            hook.remove()
-            self._cls_attention = None
-
-        return [remove]
-
-    def _record_cls_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        hidden = args[0] if args else kwargs["hidden_states"]
-        self._cls_attention = cls_attention(module, hidden)
-
-    def vision_attention(self, sample_sizes: list[int]) -> tuple[str, list[torch.Tensor]] | None:
-        """Per-token [CLS] attention of the frames encoded for this forward (consumed once, never reused)."""
-        patches, self._cls_attention = self._cls_attention, None
-        if patches is None:
-            return None
         height, width = self.frame_grid()
-        per_token = pool_patches(patches, height, width).flatten()
-        if per_token.numel() != sum(sample_sizes):
-            return None
-        return CLS_SOURCE, list(torch.split(per_token, sample_sizes))
+
+        def read_cls_attention(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            # One saliency per frame (= one encoded image), frames in prompt order.
+            patches = cls_attention(module, args[0] if args else kwargs["hidden_states"])
+            sink(list(pool_patches(patches, height, width)))
+
+        handle = attention.register_forward_pre_hook(read_cls_attention, with_kwargs=True)
+        return [handle.remove]
 
 
+@torch.no_grad()
 def cls_attention(module: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Head-averaged softmax attention of the [CLS] query over the patch keys: [frames, patches], float32.
 

@@ -15,11 +15,11 @@ import torch
 from vtc.synth.model import CHAT_TEMPLATE, SPECIAL_TOKENS
 from vtc.synth.model import build_tokenizer as reference_tokenizer
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "llava_next_video")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "llava_next_video", "video_llava")
 # Families whose language model uses 1D RoPE (position ids may reach it as None).
-ROPE_1D_FAMILIES = ("llava_onevision", "llava_next_video")
+ROPE_1D_FAMILIES = ("llava_onevision", "llava_next_video", "video_llava")
 # Families whose processor stacks videos into one [videos, frames, C, H, W] tensor: a batch needs equal frame counts.
-STACKED_VIDEO_FAMILIES = ("llava_onevision", "llava_next_video")
+STACKED_VIDEO_FAMILIES = ("llava_onevision", "llava_next_video", "video_llava")
 FAMILIES += ("internvl", "smolvlm", "video_llama_3")
 ROPE_1D_FAMILIES += ("internvl", "smolvlm", "video_llama_3")
 
@@ -257,7 +257,27 @@ def _llava_next_video() -> Tiny:
                 frame_rows=4)
 
 
-LLAVA_BUILDERS = {"llava_onevision": _llava_onevision, "llava_next_video": _llava_next_video}
+def _video_llava() -> Tiny:
+    """CLIP 56 px / patch 14: per frame the [CLS] and 4x4 patches (17 rows); a Llama language model."""
+    from transformers import (VideoLlavaConfig, VideoLlavaForConditionalGeneration, VideoLlavaImageProcessor,
+                              VideoLlavaProcessor, VideoLlavaVideoProcessor)
+
+    tokenizer = llama_tokenizer()
+    config = VideoLlavaConfig(
+        text_config=_llava_text_config("llama", len(tokenizer)), vision_config=_clip_vision(),
+        vision_feature_layer=-2, **_llava_ids(tokenizer),
+    )
+    sizes = dict(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    processor = VideoLlavaProcessor(
+        VideoLlavaImageProcessor(**sizes), VideoLlavaVideoProcessor(**sizes), tokenizer, patch_size=14,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+    )
+    model = VideoLlavaForConditionalGeneration(config).eval()
+    return Tiny("video_llava", model, processor, video_placeholder="<video>", template=LLAMA_TEMPLATE,
+                frame_rows=16, frame_prefix_rows=1)
+
+
+LLAVA_BUILDERS = {"llava_onevision": _llava_onevision, "llava_next_video": _llava_next_video, "video_llava": _video_llava}
 
 
 def byte_tokenizer(specials: tuple[str, ...], eos: str, named: dict[str, str]):

@@ -113,7 +113,7 @@ def test_budget_is_met_exactly(budget: Budget) -> None:
     tokens.attn = torch.rand(t * n, generator=torch.Generator().manual_seed(2))
     selection = HoliTom().compress(tokens, budget)
     assert selection.keep.numel() == budget.count(t * n)
-    assert selection.notes == ["saliency: used tokens.attn (no ViT attention given)"]
+    assert selection.notes == ["saliency: no ViT attention given, used tokens.attn"]
 
 
 def test_budget_above_what_static_merging_leaves_is_noted() -> None:

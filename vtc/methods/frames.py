@@ -50,8 +50,7 @@ def row_saliency(tokens: VisualTokens, rows: torch.Tensor, features: torch.Tenso
         if value is not None:
             value = value.flatten().to(device=features.device, dtype=torch.float32)
             value = value if value.numel() == len(tokens) else value[tokens.source]
-            source = tokens.extras.get("attn_source", "no ViT attention given")
-            notes = [] if name == "vision_saliency" else [f"saliency: used tokens.attn ({source})"]
+            notes = [] if name == "vision_saliency" else ["saliency: no ViT attention given, used tokens.attn"]
             return value[rows], notes
     return mean_token_saliency(features), [
         "saliency fallback: no ViT attention given, used the mean LLM-input token as pseudo-[CLS] query per frame"
