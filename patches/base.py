@@ -1,7 +1,7 @@
 """What every family adapter declares; the only place vtc reaches into a model's structure."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -17,6 +17,7 @@ class VisualLayout:
     frame: torch.Tensor  # [N]
     time: torch.Tensor  # [N] seconds
     grid: tuple[int, int, int]  # (T, H, W) summed over the sample's videos along T
+    notes: list[str] = field(default_factory=list)  # for the stats, e.g. tokens a built-in step already removed
 
 
 class FamilyAdapter:
@@ -28,6 +29,8 @@ class FamilyAdapter:
     language_model_path: str = "model.language_model"
     base_model_path: str = "model"
     supports_layer_stage: bool = True
+    # The base-model method that encodes a prompt's video frames (its arguments are recorded for layouts).
+    video_encoder: str = "get_video_features"
     # For the README's generated support table (vtc list --markdown).
     batch_note: str = "left-padded, per-sample budgets"
     known_limits: str = ""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -20,6 +20,8 @@ FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "llava_next
 ROPE_1D_FAMILIES = ("llava_onevision", "llava_next_video", "video_llava")
 # Families whose processor stacks videos into one [videos, frames, C, H, W] tensor: a batch needs equal frame counts.
 STACKED_VIDEO_FAMILIES = ("llava_onevision", "llava_next_video", "video_llava")
+FAMILIES += ("internvl", "smolvlm", "video_llama_3")
+ROPE_1D_FAMILIES += ("internvl", "smolvlm", "video_llama_3")
 
 
 def build_tokenizer():
@@ -52,11 +54,20 @@ class Tiny:
     frame_rows: int = 0
     frame_prefix_rows: int = 0
     video_suffix_rows: int = 0
+    make_inputs: Callable[..., Any] | None = None  # families whose processor needs its own prompt or batching
+
+    @property
+    def visual_token_id(self) -> int:
+        from vtc.patches import adapter_for
+
+        return adapter_for(self.model).visual_token_id()
 
     def inputs(self, videos: list, questions: list[str] | None = None, **kwargs: Any) -> dict:
         """Batch inputs through the real processor (left padding); an item is one clip or a list of clips."""
         per_prompt = [v if isinstance(v, list) else [v] for v in videos]
         questions = questions or ["What happens?"] * len(per_prompt)
+        if self.make_inputs is not None:
+            return self.make_inputs(self.processor, videos, questions, **kwargs)
         texts = [
             self.template.format(videos=self.video_placeholder * len(clips), question=q)
             for clips, q in zip(per_prompt, questions)
@@ -76,7 +87,7 @@ class Tiny:
 
     def visual_rows(self, inputs: dict, sample: int) -> torch.Tensor:
         """Prompt rows of one sample that are visual tokens (offered to methods), in order."""
-        placeholders = inputs["input_ids"][sample] == self.model.config.video_token_id
+        placeholders = inputs["input_ids"][sample] == self.visual_token_id
         rows = (placeholders & inputs["attention_mask"][sample].bool()).nonzero().flatten()
         if not self.frame_rows:
             return rows
@@ -95,6 +106,10 @@ def _metadata(num_frames: int):
 @lru_cache(maxsize=None)
 def _build(family: str, seed: int) -> Tiny:
     torch.manual_seed(seed)
+    if family in FRAME_FAMILY_BUILDERS:
+        built = FRAME_FAMILY_BUILDERS[family]()
+        built.model.eval()
+        return built
     tokenizer = build_tokenizer()
     vocab_size = len(tokenizer)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -273,6 +288,171 @@ def unsupported_stages(family: str, spec: str) -> list[str]:
 
     supported = supported_stages(type(adapter_for(tiny(family).model)))
     return [s.method.stage for s in vtc.Pipeline.parse(spec).steps if s.method.stage not in supported]
+
+
+def byte_tokenizer(specials: tuple[str, ...], eos: str, named: dict[str, str]):
+    """A byte-level ``Qwen2Tokenizer`` with ``specials`` appended; ``named`` become attributes (``tok.video_token``)."""
+    from transformers import Qwen2Tokenizer
+
+    from vtc.synth.model import byte_level_vocab
+
+    vocab = byte_level_vocab()
+    for token in specials:
+        vocab[token] = len(vocab)
+    return Qwen2Tokenizer(vocab=vocab, merges=[], eos_token=eos, pad_token=specials[0], extra_special_tokens=named)
+
+
+def _tiny_text(vocab_size: int, model_type: str) -> dict[str, Any]:
+    return dict(
+        model_type=model_type, vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+    )
+
+
+TINY_VISION = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14)
+
+
+def _left_pad_collate(samples: list[Any], pad_id: int) -> Any:
+    """One left-padded batch from per-sample processor outputs.
+
+    Frame-major pixels ([F, C, H, W], InternVL) are concatenated; per-sample pixels ([1, F, C, H, W],
+    SmolVLM) are padded with all-zero frames, which the model recognises as padding and skips.
+    """
+    from transformers import BatchFeature
+
+    length = max(s["input_ids"].shape[1] for s in samples)
+    ids = torch.full((len(samples), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(samples), length), dtype=torch.long)
+    for b, s in enumerate(samples):
+        n = s["input_ids"].shape[1]
+        ids[b, length - n :], mask[b, length - n :] = s["input_ids"][0], s["attention_mask"][0]
+    batch = {"input_ids": ids, "attention_mask": mask}
+    for key in ("pixel_values", "pixel_attention_mask"):
+        values = [s[key] for s in samples if key in s]
+        if not values:
+            continue
+        if key == "pixel_values" and values[0].ndim == 4:
+            batch[key] = torch.cat(values)
+            continue
+        frames = max(v.shape[1] for v in values)
+        batch[key] = torch.cat([torch.nn.functional.pad(v, (0, 0) * (v.ndim - 2) + (0, frames - v.shape[1])) for v in values])
+    return BatchFeature(batch)
+
+
+def _internvl() -> Tiny:
+    """InternVL: 112 px frames, 14 px patches, pixel shuffle 0.5: 4x4 = 16 tokens per frame (256 in the real model)."""
+    from transformers import (GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration,
+                              InternVLProcessor, InternVLVideoProcessor)
+
+    tokenizer = byte_tokenizer(
+        ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"), "<|im_end|>",
+        {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+         "video_token": "<video>"},
+    )
+    config = InternVLConfig(
+        # A wider weight init than the default 0.02 so the ViT's [CLS] attention is far from uniform.
+        text_config=_tiny_text(len(tokenizer), "qwen2"),
+        vision_config=dict(TINY_VISION, image_size=112, initializer_range=0.3),
+        image_token_id=tokenizer.context_image_token_id, image_seq_length=16, downsample_ratio=0.5,
+        tie_word_embeddings=True,
+    )
+    sizes = dict(size={"height": 112, "width": 112})
+    processor = InternVLProcessor(
+        GotOcr2ImageProcessor(**sizes), tokenizer, InternVLVideoProcessor(**sizes), image_seq_length=16,
+        chat_template=_chat_template("<video>\n", "<|im_start|>", "<|im_end|>\n", "<|im_start|>assistant\n"),
+    )
+
+    def make_inputs(processor: Any, videos: list[np.ndarray], questions: list[str], **kwargs: Any) -> Any:
+        # InternVLProcessor stacks a batch's videos, so it cannot batch clips of different lengths: run
+        # it per sample and left-pad here (the model takes any mix, each frame being one image).
+        samples = [
+            processor(text=[f"<|im_start|>user\n<video>\n{q}<|im_end|>\n<|im_start|>assistant\n"], videos=[v],
+                      return_tensors="pt", **kwargs)
+            for v, q in zip(videos, questions)
+        ]
+        return _left_pad_collate(samples, processor.tokenizer.pad_token_id)
+
+    return Tiny("internvl", InternVLForConditionalGeneration(config), processor, make_inputs=make_inputs)
+
+
+def _smolvlm() -> Tiny:
+    """SmolVLM: 112 px frames, 14 px patches, scale factor 2: 4x4 = 16 tokens per frame (64 in SmolVLM2)."""
+    from transformers import (SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessor,
+                              SmolVLMProcessor, SmolVLMVideoProcessor)
+
+    tokenizer = byte_tokenizer(
+        ("<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<global-img>",
+         "<image>", "<video>"), "<end_of_utterance>",
+        {"fake_image_token": "<fake_token_around_image>", "image_token": "<image>", "global_image_token": "<global-img>",
+         "video_token": "<video>", "end_of_utterance_token": "<end_of_utterance>"},
+    )
+    text = dict(_tiny_text(len(tokenizer), "llama"), pad_token_id=tokenizer.pad_token_id)
+    config = SmolVLMConfig(
+        text_config=text, vision_config=dict(TINY_VISION, image_size=112), scale_factor=2,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    sizes = dict(size={"longest_edge": 112}, max_image_size={"longest_edge": 112})
+    processor = SmolVLMProcessor(
+        SmolVLMImageProcessor(**sizes, do_image_splitting=False), tokenizer, SmolVLMVideoProcessor(**sizes),
+        image_seq_len=16,
+        chat_template=_chat_template("<video>", "<|im_start|>", "<end_of_utterance>\n", "Assistant:"),
+    )
+
+    def make_inputs(processor: Any, videos: list[np.ndarray], questions: list[str], **kwargs: Any) -> Any:
+        # SmolVLMProcessor writes the batch's padded frame count into every prompt ("eight frames" for a
+        # four-frame clip), so batched prompts differ from single ones: run it per sample and collate.
+        samples = [
+            processor(text=[f"<|im_start|>User: <video>{q}<end_of_utterance>\nAssistant:"], videos=[v],
+                      video_metadata=[_metadata(len(v))], do_sample_frames=False, return_tensors="pt", **kwargs)
+            for v, q in zip(videos, questions)
+        ]
+        return _left_pad_collate(samples, processor.tokenizer.pad_token_id)
+
+    return Tiny("smolvlm", SmolVLMForConditionalGeneration(config), processor, make_inputs=make_inputs)
+
+
+def _video_llama_3() -> Tiny:
+    """VideoLLaMA3: 112 px frames, 14 px patches, merge 2: 4x4 = 16 tokens per frame, built-in compression on."""
+    from transformers import (VideoLlama3Config, VideoLlama3ForConditionalGeneration, VideoLlama3ImageProcessor,
+                              VideoLlama3Processor, VideoLlama3VideoProcessor)
+
+    tokenizer = build_tokenizer()
+    config = VideoLlama3Config(
+        text_config=_tiny_text(len(tokenizer), "qwen2"), vision_config=TINY_VISION,
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"), tie_word_embeddings=True,
+    )
+    # The video processor divides longest_edge by the frame count: room for 16 frames of 112x112.
+    processor = VideoLlama3Processor(
+        VideoLlama3ImageProcessor(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112}), tokenizer,
+        VideoLlama3VideoProcessor(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112 * 16}),
+        chat_template=_chat_template("<|video_pad|>\n", "<|im_start|>", "<|im_end|>\n", "<|im_start|>assistant\n"),
+    )
+
+    def make_inputs(processor: Any, videos: list[np.ndarray], questions: list[str], **kwargs: Any) -> Any:
+        processor.tokenizer.padding_side = "left"
+        texts = [f"<|im_start|>user\n<|video_pad|>\n{q}<|im_end|>\n<|im_start|>assistant\n" for q in questions]
+        return processor(text=texts, videos=videos, video_metadata=[_metadata(len(v)) for v in videos],
+                         do_sample_frames=False, padding=True, return_tensors="pt", **kwargs)
+
+    return Tiny("video_llama_3", VideoLlama3ForConditionalGeneration(config), processor, make_inputs=make_inputs)
+
+
+def _chat_template(video_placeholder: str, turn_start: str, turn_end: str, assistant: str) -> str:
+    """A minimal chat template in the family's format: the user's video then text, then the assistant cue."""
+    return (
+        f"{{% for message in messages %}}{turn_start}{{{{ message['role'] }}}}: "
+        f"{{% for part in message['content'] %}}{{% if part['type'] == 'video' %}}{video_placeholder}"
+        f"{{% elif part['type'] == 'text' %}}{{{{ part['text'] }}}}{{% endif %}}{{% endfor %}}{turn_end}{{% endfor %}}"
+        f"{{% if add_generation_prompt %}}{assistant}{{% endif %}}"
+    )
+
+
+FRAME_FAMILY_BUILDERS: dict[str, Callable[[], Tiny]] = {
+    "internvl": _internvl, "smolvlm": _smolvlm, "video_llama_3": _video_llama_3,
+}
 
 
 def tiny(family: str, seed: int = 0) -> Tiny:

@@ -124,10 +124,11 @@ class Engine:
         (``mm_encoder_outputs``), so the grid and pixels must be caught where they are encoded.
         The wrapper is an instance attribute, removed by ``unwrap``.
         """
-        original = base.get_video_features
+        name = self.adapter.video_encoder  # InternVL and SmolVLM encode frames with get_image_features
+        original = getattr(base, name)
         signature = inspect.signature(original)
 
-        def get_video_features(*args: Any, **kwargs: Any):
+        def encode_video(*args: Any, **kwargs: Any):
             bound = signature.bind(*args, **kwargs)
             self._encoded_video = dict(bound.arguments)
             self._encoding_video = True
@@ -136,8 +137,8 @@ class Engine:
             finally:
                 self._encoding_video = False
 
-        base.get_video_features = functools.wraps(original)(get_video_features)
-        return lambda: delattr(base, "get_video_features")
+        setattr(base, name, functools.wraps(original)(encode_video))
+        return lambda: delattr(base, name)
 
     def _on_vision_saliency(self, per_video: list[torch.Tensor]) -> None:
         """Keep the vision tower's saliency of videos (not of images encoded by the same tower)."""
@@ -197,6 +198,7 @@ class Engine:
         for b, lay in enumerate(layouts):
             visual[b, lay.rows] = True
         stats = CompressionStats(visual_tokens=[int(lay.rows.numel()) for lay in layouts], num_layers=self.num_layers)
+        stats.notes += [f"sample {b}: {note}" for b, lay in enumerate(layouts) for note in lay.notes]
         tokens = [
             VisualTokens(
                 features=embeds[b, lay.rows], coords=lay.coords, frame=lay.frame, time=lay.time, index=lay.rows,
