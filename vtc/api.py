@@ -12,6 +12,7 @@ from .method import Method
 from .pipeline import Pipeline, as_pipeline
 
 _ENGINE_ATTR = "_vtc_engine"
+TRAINED_PREFIX = "trained:"
 
 
 def wrap(
@@ -26,16 +27,37 @@ def wrap(
     """Hook ``model`` so every forward/generate compresses its video tokens; returns the same object.
 
     ``method`` is a registered name (``vtc.list_methods()``), a spec such as ``"dtd:0.5>fastv@2:0.5"``,
-    a method instance or a ``Pipeline``. ``retain``/``tokens``/``scope`` set the budget of every step
+    a method instance or a ``Pipeline``; ``"trained:PATH"`` loads a ``vtc train`` adapter (its LoRA
+    weights go into the model until ``unwrap``). ``retain``/``tokens``/``scope`` set the budget of every step
     that has none of its own; extra keyword arguments set knobs of a single named method.
     Wrapping an already wrapped model replaces the previous compression.
     """
     unwrap(model)
     adapter = _adapter_for(model)
-    engine = Engine(model, adapter, as_pipeline(method, **method_kwargs), Budget(retain, tokens, scope))
+    remove_adapter = None
+    if isinstance(method, str) and method.startswith(TRAINED_PREFIX):
+        method, remove_adapter = _attach_trained(model, method[len(TRAINED_PREFIX):], method_kwargs)
+    try:
+        engine = Engine(model, adapter, as_pipeline(method, **method_kwargs), Budget(retain, tokens, scope))
+    except Exception:
+        if remove_adapter is not None:
+            remove_adapter()
+        raise
+    if remove_adapter is not None:
+        engine.on_remove(remove_adapter)
     engine.install()
     setattr(model, _ENGINE_ATTR, engine)
     return model
+
+
+def _attach_trained(model: nn.Module, path: str, method_kwargs: dict[str, Any]):
+    """``"trained:PATH"``: the LoRA adapter goes into the model (removed again by ``unwrap``) and the
+    compressor saved beside it becomes the method."""
+    if method_kwargs:
+        raise TypeError("a trained compressor takes no method keyword arguments; its knobs are its saved config")
+    from .trained import attach
+
+    return attach(model, path)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
