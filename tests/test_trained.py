@@ -228,3 +228,19 @@ def test_datasets_dataset_with_the_same_columns_trains(tmp_path: Path, data_dir:
         bad = tmp_path / "bad"
         datasets.Dataset.from_list([{"video": "x.mp4"}]).save_to_disk(str(bad))
         load_items(bad)
+
+
+def test_a_compressed_scope_restores_a_trained_wrap_with_its_lora(tmp_path: Path, data_dir: Path) -> None:
+    tr = trainer(tmp_path, data_dir, steps=2)
+    tr.train()
+    tr.finish(None, 0)
+    inputs, _ = full_batch(tr)
+    model = fresh_tiny().model
+    vtc.wrap(model, f"trained:{tmp_path / 'adapter'}")
+    with torch.no_grad():
+        before = model(**inputs).logits
+    with vtc.compressed(model, "random:0.5"):
+        assert not any("lora_" in n for n, _ in model.named_parameters())
+    assert any("lora_" in n for n, _ in model.named_parameters())
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, before)

@@ -36,7 +36,8 @@ def wrap(
     adapter = _adapter_for(model)
     remove_adapter = None
     if isinstance(method, str) and method.startswith(TRAINED_PREFIX):
-        method, remove_adapter = _attach_trained(model, method[len(TRAINED_PREFIX):], method_kwargs)
+        path = method[len(TRAINED_PREFIX):]
+        method, remove_adapter = _attach_trained(model, path, method_kwargs)
     try:
         engine = Engine(model, adapter, as_pipeline(method, **method_kwargs), Budget(retain, tokens, scope))
     except Exception:
@@ -45,6 +46,8 @@ def wrap(
         raise
     if remove_adapter is not None:
         engine.on_remove(remove_adapter)
+        # Removing this engine unloads the LoRA layers, so a scope that removed it must wrap anew.
+        engine.rewrap = lambda: wrap(model, TRAINED_PREFIX + path, retain=retain, tokens=tokens, scope=scope)
     engine.install()
     setattr(model, _ENGINE_ATTR, engine)
     return model
@@ -89,7 +92,9 @@ def compressed(model: nn.Module, method: str | Method | Pipeline, **kwargs: Any)
         yield wrap(model, method, **kwargs)
     finally:
         unwrap(model)
-        if previous is not None:
+        if previous is not None and getattr(previous, "rewrap", None) is not None:
+            previous.rewrap()
+        elif previous is not None:
             previous.install()
             setattr(model, _ENGINE_ATTR, previous)
 
