@@ -244,3 +244,25 @@ def test_a_compressed_scope_restores_a_trained_wrap_with_its_lora(tmp_path: Path
     assert any("lora_" in n for n, _ in model.named_parameters())
     with torch.no_grad():
         assert torch.equal(model(**inputs).logits, before)
+
+
+def test_cli_trains_an_adapter_that_synth_eval_loads(tmp_path: Path, data_dir: Path) -> None:
+    from vtc.cli import main
+
+    tm = fresh_tiny()
+    model_dir = tmp_path / "model"
+    tm.model.save_pretrained(model_dir)
+    tm.processor.save_pretrained(model_dir)
+    out = tmp_path / "adapter"
+    common = ["--model", str(model_dir), "--device", "cpu"]
+    assert main(["train", *common, "--method", "resampler", "--retain", "0.1", "--data", str(data_dir),
+                 "--out", str(out), "--steps", "1", "--batch-size", "2", "--eval-data", str(data_dir),
+                 "--eval-items", "2"]) == 0
+    summary = json.loads((out / "vtc_compressor.json").read_text())["summary"]
+    assert summary["steps"] == 1 and summary["held_out"]["n"] == 2
+    result = tmp_path / "eval.json"
+    assert main(["synth", "eval", str(data_dir), *common, "--method", f"trained:{out}", "--limit", "2",
+                 "--json", str(result)]) == 0
+    assert json.loads(result.read_text())["tokens_kept"] == vtc.Budget(retain=0.1).count(128)
+    assert main(["train", *common, "--method", "resampler", "--retain", "0.1", "--data", str(tmp_path / "missing"),
+                 "--out", str(tmp_path / "x")]) == 2

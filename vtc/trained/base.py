@@ -67,15 +67,6 @@ class TrainedCompressor(nn.Module, Method):
         weight = next(self.parameters())
         return tokens.features.to(weight.device, weight.dtype)
 
-    def __hash__(self) -> int:
-        return nn.Module.__hash__(self)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
-
-    def __repr__(self) -> str:
-        return nn.Module.__repr__(self)
-
 
 def straight_through_top_k(
     scores: torch.Tensor, count: int, temperature: float, generator: torch.Generator | None

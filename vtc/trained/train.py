@@ -59,7 +59,9 @@ class CompressorTrainer:
         self.items = load_items(self.data_dir)
         if cfg.batch_size > len(self.items):
             raise ValueError(f"batch size {cfg.batch_size} exceeds the {len(self.items)} training items")
-        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+        # The model's device decides (``--device cpu`` on a GPU machine stays on the CPU).
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=on_cpu)
         self.base = base_fingerprint(model)
         torch.manual_seed(cfg.seed)
         self.compressor = build(cfg.method, hidden_size=self.base["hidden_size"], retain=cfg.retain)
@@ -128,10 +130,7 @@ class CompressorTrainer:
                 continue
             wanted = torch.isin(source, torch.tensor(needed, device=source.device))
             terms.append(torch.logsumexp(scores, 0) - torch.logsumexp(scores[wanted.to(scores.device)], 0))
-        return torch.stack(terms).mean() if terms else self.compressor_zero()
-
-    def compressor_zero(self) -> torch.Tensor:
-        return next(self.compressor.parameters()).new_zeros(())
+        return torch.stack(terms).mean() if terms else next(self.compressor.parameters()).new_zeros(())
 
     # -- the loop ---------------------------------------------------------------------------------
     def train(self) -> list[dict[str, Any]]:
