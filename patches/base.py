@@ -64,6 +64,11 @@ class FamilyAdapter:
     ) -> None:
         """Update family-specific language-model kwargs after rows were dropped (in place)."""
 
+    def record_vision_saliency(self, sink: Callable[[list[torch.Tensor]], None]) -> list[Callable[[], None]] | None:
+        """Hooks that hand ``sink`` a ViT-attention saliency per encoded video (flattened in visual-row
+        order) on every vision forward; None where the family's vision tower offers none."""
+        return None
+
     def install(self, engine: Any) -> list[Callable[[], None]]:
         """Family-specific hooks beyond the generic ones; returns their removers."""
         return []

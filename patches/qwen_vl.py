@@ -7,6 +7,7 @@ from typing import Any, Callable
 import torch
 
 from .base import FamilyAdapter, VisualLayout
+from .qwen_vision import record_last_block_saliency
 
 # The processors' default normalisation (OpenAI CLIP for Qwen2/2.5-VL, 0.5/0.5 for Qwen3-VL).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -77,6 +78,10 @@ class QwenVLAdapter(FamilyAdapter):
         if video != len(grids):
             raise ValueError(f"video_grid_thw lists {len(grids)} videos but the prompts hold {video}")
         return layouts
+
+    def record_vision_saliency(self, sink: Callable[[list[torch.Tensor]], None]) -> list[Callable[[], None]]:
+        windowed = self.config.model_type == "qwen2_5_vl"
+        return record_last_block_saliency(self.base_model().visual, windowed, sink)
 
     def pixels(self, captured: dict[str, Any], sample_sizes: list[int]) -> list[torch.Tensor] | None:
         values, grids = captured.get("pixel_values_videos"), captured.get("video_grid_thw")

@@ -74,6 +74,7 @@ class Engine:
         self.state: _Forward | None = None
         self._captured: dict[str, Any] | None = None
         self._encoded_video: dict[str, Any] = {}
+        self._encoding_video = False
         self._removers: list[Callable[[], None]] = []
 
     # -- installation --------------------------------------------------------------------------------
@@ -84,6 +85,8 @@ class Engine:
         self._removers.append(lm.register_forward_pre_hook(self._language_model_pre_hook, with_kwargs=True).remove)
         if self.layer_steps:
             self._install_layer_stage()
+        if any("vision_saliency" in s.method.needs for s in self.prefill_steps):
+            self._removers.extend(self.adapter.record_vision_saliency(self._on_vision_saliency) or [])
         self._removers.extend(self.adapter.install(self))
 
     def on_remove(self, remover: Callable[[], None]) -> None:
@@ -127,10 +130,19 @@ class Engine:
         def get_video_features(*args: Any, **kwargs: Any):
             bound = signature.bind(*args, **kwargs)
             self._encoded_video = dict(bound.arguments)
-            return original(*args, **kwargs)
+            self._encoding_video = True
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._encoding_video = False
 
         base.get_video_features = functools.wraps(original)(get_video_features)
         return lambda: delattr(base, "get_video_features")
+
+    def _on_vision_saliency(self, per_video: list[torch.Tensor]) -> None:
+        """Keep the vision tower's saliency of videos (not of images encoded by the same tower)."""
+        if self._encoding_video:
+            self._encoded_video.setdefault("vision_saliency", []).extend(per_video)
 
     # -- prefill stage -----------------------------------------------------------------------------
     def _capture(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -195,6 +207,8 @@ class Engine:
                 raise ValueError("this method needs the raw video pixels (pixel_values_videos), which were not passed")
             for tok, pix in zip(tokens, pixels):
                 tok.pixels = pix
+        if captured.get("vision_saliency") and any("vision_saliency" in s.method.needs for s in self.prefill_steps):
+            _attach_vision_saliency(tokens, captured["vision_saliency"])
         replaced = False
         for step in self.prefill_steps:
             tokens, merged = self._run_step(step, tokens, stats, layer=None)
@@ -389,6 +403,18 @@ def question_rows(embeds: torch.Tensor, visual: torch.Tensor, mask: torch.Tensor
     if not bool(after.any()):
         raise ValueError("this method needs the question, but no text follows the video in the prompt")
     return embeds[after]
+
+
+def _attach_vision_saliency(tokens: list[VisualTokens], per_video: list[torch.Tensor]) -> None:
+    """Split the per-video saliencies over the samples (videos are in prompt order)."""
+    flat = torch.cat(per_video)
+    sizes = [len(t) for t in tokens]
+    if flat.numel() != sum(sizes):
+        raise ValueError(
+            f"the vision tower reported saliency for {flat.numel()} video tokens but the prompts hold {sum(sizes)}"
+        )
+    for tok, part in zip(tokens, flat.to(tokens[0].features.device).split(sizes)):
+        tok.extras["vision_saliency"] = part
 
 
 def _prefill_layer_mask(local: Compaction, mask: torch.Tensor | None, hidden: torch.Tensor, flash: bool):
