@@ -44,12 +44,13 @@ def collect(data: Path, results: Path, items: int) -> dict:
         table["free"][retain] = {m: run_eval(data, results / f"{m}-{retain}.json", m, retain, items) for m in free}
         table["trained"][retain] = {}
         for kind in TRAINED:
-            adapter = ADAPTERS / kind / f"retain-{retain}"
-            if (adapter / "vtc_compressor.json").is_file():
+            for adapter in sorted((ADAPTERS / kind).glob(f"retain-{retain}*")):
+                if not (adapter / "vtc_compressor.json").is_file() or adapter.name.split("-")[1] != str(retain):
+                    continue
                 record = json.loads((adapter / "vtc_compressor.json").read_text())
-                result = run_eval(data, results / f"trained-{kind}-{retain}.json", f"trained:{adapter}", retain, items)
-                table["trained"][retain][kind] = {"result": result, "training": record["training"],
-                                                  "summary": record.get("summary", {})}
+                result = run_eval(data, results / f"trained-{kind}-{adapter.name}.json", f"trained:{adapter}", retain, items)
+                table["trained"][retain][f"{kind}/{adapter.name}"] = {
+                    "result": result, "training": record["training"], "summary": record.get("summary", {})}
     return table
 
 
@@ -78,8 +79,9 @@ def markdown(table: dict, model_commit: str, data: Path) -> str:
         lines += ["", f"## {retain:.0%} of visual tokens", "", *header, row("none (uncompressed)", none)]
         for kind, entry in table["trained"][retain].items():
             t, s = entry["training"], entry["summary"]
-            info = (f"{s.get('steps', t['steps'])} steps x {t['batch_size']}, {s.get('train_seconds', float('nan')) / 60:.1f} min"
-                    f"{', evidence loss' if kind == 'scorer' and t['evidence_weight'] > 0 else ''}")
+            info = (f"{s.get('steps', t['steps'])} steps x {t['batch_size']}, {s.get('train_seconds', float('nan')) / 60:.1f} min, "
+                    f"lr {t['lr']:g} / LoRA {t['lora_lr']:g} r{t['lora_rank']}"
+                    f"{', evidence loss' if t['method'] == 'scorer' and t['evidence_weight'] > 0 else ''}")
             lines.append(row(f"trained:{kind}", entry["result"], info))
         for method in sorted(free, key=lambda m: -free[m]["overall"]):
             lines.append(row(method + (" (best training-free)" if method == best else ""), free[method]))
