@@ -7,7 +7,8 @@ not repeated. Writes eval/results/trained.md. Run from the repository root:
     vtc synth make --seed 999999 --count 240 --out .cache/synth/heldout-240
     python eval/trained_accuracy.py --data .cache/synth/heldout-240
 
-The adapters are trained beforehand with ``vtc train`` (the exact commands are in each adapter's
+With ``--from-summary`` a trained adapter's row is the held-out evaluation ``vtc train`` ran at its end
+(the same ``evaluate`` on the same items and budget). The adapters are trained beforehand with ``vtc train`` (the exact commands are in each adapter's
 vtc_compressor.json under "training" and in the table).
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ def run_eval(data: Path, out: Path, method: str | None, retain: float | None, it
     return json.loads(out.read_text())
 
 
-def collect(data: Path, results: Path, items: int) -> dict:
+def collect(data: Path, results: Path, items: int, from_summary: bool) -> dict:
     results.mkdir(parents=True, exist_ok=True)
     table = {"none": run_eval(data, results / "none.json", None, None, items), "free": {}, "trained": {}}
     free = [m for m in vtc.list_methods()]
@@ -48,7 +49,12 @@ def collect(data: Path, results: Path, items: int) -> dict:
                 if not (adapter / "vtc_compressor.json").is_file() or adapter.name.split("-")[1] != str(retain):
                     continue
                 record = json.loads((adapter / "vtc_compressor.json").read_text())
-                result = run_eval(data, results / f"trained-{kind}-{adapter.name}.json", f"trained:{adapter}", retain, items)
+                held_out = record.get("summary", {}).get("held_out")
+                if from_summary and held_out is not None and held_out["n"] == items:
+                    result = held_out
+                else:
+                    result = run_eval(data, results / f"trained-{kind}-{adapter.name}.json", f"trained:{adapter}",
+                                      retain, items)
                 table["trained"][retain][f"{kind}/{adapter.name}"] = {
                     "result": result, "training": record["training"], "summary": record.get("summary", {})}
     return table
@@ -94,10 +100,13 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=240)
     parser.add_argument("--results", type=Path, default=Path("eval/results/trained"))
     parser.add_argument("--out", type=Path, default=Path("eval/results/trained.md"))
+    parser.add_argument("--from-summary", action="store_true",
+                        help="take a trained adapter's accuracy from the held-out eval `vtc train` ran at its end "
+                             "(same items, budget and evaluate function) instead of a new `vtc synth eval`")
     args = parser.parse_args()
     commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", "vtc/assets/reference-model"],
                             capture_output=True, text=True, check=True).stdout.strip()
-    table = collect(args.data, args.results, args.items)
+    table = collect(args.data, args.results, args.items, args.from_summary)
     args.out.write_text(markdown(table, commit, args.data))
     print(args.out.read_text())
 
