@@ -65,15 +65,19 @@ def row(name: str, result: dict, extra: str = "") -> str:
     return f"| {name} | {result['tokens_kept']:.1f} | **{result['overall']:.3f}** | {cells} | {extra} |"
 
 
-def markdown(table: dict, model_commit: str, data: Path) -> str:
+def markdown(table: dict, model_commit: str, data: Path, from_summary: bool) -> str:
     none = table["none"]
     lines = [
         "# Trained compressors (LoRA through PEFT) vs training-free methods",
         "",
         f"Held-out split: the first {none['n']} items of dataset seed 999999 (`{data}`; never used for training), "
         "16 frames at 112 px, 128 visual tokens per video. Reference model: `vtc/assets/reference-model` "
-        f"at commit {model_commit}. Every accuracy comes from `vtc synth eval` (JSONs in `eval/results/trained/`); "
-        "produced by `python eval/trained_accuracy.py`.",
+        f"at commit {model_commit}. Training-free rows and the uncompressed model: one `vtc synth eval` each (JSONs in "
+        "`eval/results/trained/`). Trained rows: " + (
+            "the held-out evaluation `vtc train` ran at the end of training (same `evaluate`, items and budget; "
+            "`vtc synth eval --method trained:DIR` reproduces it exactly, see below). "
+            if from_summary else "one `vtc synth eval --method trained:DIR` each. ") +
+        "Produced by `python eval/trained_accuracy.py" + (" --from-summary`." if from_summary else "`."),
         "",
         f"Uncompressed reference model: **{none['overall']:.3f}**.",
     ]
@@ -107,7 +111,7 @@ def main() -> None:
     commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", "vtc/assets/reference-model"],
                             capture_output=True, text=True, check=True).stdout.strip()
     table = collect(args.data, args.results, args.items, args.from_summary)
-    args.out.write_text(markdown(table, commit, args.data))
+    args.out.write_text(markdown(table, commit, args.data, args.from_summary))
     print(args.out.read_text())
 
 
