@@ -4,9 +4,14 @@ from __future__ import annotations
 from torch import nn
 
 from .base import FamilyAdapter, VisualLayout
+from .llava_next_video import LlavaNextVideoAdapter
+from .llava_onevision import LlavaOnevisionAdapter
 from .qwen_vl import Qwen3VLAdapter, QwenVLAdapter
+from .video_llava import VideoLlavaAdapter
 
-ADAPTERS: tuple[type[FamilyAdapter], ...] = (QwenVLAdapter, Qwen3VLAdapter)
+ADAPTERS: tuple[type[FamilyAdapter], ...] = (
+    QwenVLAdapter, Qwen3VLAdapter, LlavaOnevisionAdapter, LlavaNextVideoAdapter, VideoLlavaAdapter,
+)
 
 
 def supported_model_types() -> list[str]:

@@ -12,7 +12,7 @@ from torch import nn
 class VisualLayout:
     """Where one sample's visual tokens sit and what grid they come from (metadata, no features)."""
 
-    rows: torch.Tensor  # [N] rows in the prompt
+    rows: torch.Tensor  # [N] rows in the prompt offered to methods; placeholder rows not listed are kept like text
     coords: torch.Tensor  # [N, 3] (t, h, w), t counted over the sample's videos
     frame: torch.Tensor  # [N]
     time: torch.Tensor  # [N] seconds
@@ -28,6 +28,9 @@ class FamilyAdapter:
     language_model_path: str = "model.language_model"
     base_model_path: str = "model"
     supports_layer_stage: bool = True
+    # For the README's generated support table (vtc list --markdown).
+    batch_note: str = "left-padded, per-sample budgets"
+    known_limits: str = ""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model

@@ -28,6 +28,7 @@ class QwenVLAdapter(FamilyAdapter):
     model_types = ("qwen2_vl", "qwen2_5_vl")
     family = "Qwen2-VL / Qwen2.5-VL"
     rope = "mrope"
+    known_limits = "Qwen2-VL token times assume the processor's default 2 fps"
     pixel_mean = CLIP_MEAN
     pixel_std = CLIP_STD
 
@@ -126,6 +127,7 @@ class Qwen3VLAdapter(QwenVLAdapter):
 
     model_types = ("qwen3_vl",)
     family = "Qwen3-VL"
+    known_limits = "token times assume the processor's default 2 fps (the model reads timestamps as text)"
     pixel_mean = HALF
     pixel_std = HALF
 

@@ -15,7 +15,11 @@ import torch
 from vtc.synth.model import CHAT_TEMPLATE, SPECIAL_TOKENS
 from vtc.synth.model import build_tokenizer as reference_tokenizer
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "llava_next_video", "video_llava")
+# Families whose language model uses 1D RoPE (position ids may reach it as None).
+ROPE_1D_FAMILIES = ("llava_onevision", "llava_next_video", "video_llava")
+# Families whose processor stacks videos into one [videos, frames, C, H, W] tensor: a batch needs equal frame counts.
+STACKED_VIDEO_FAMILIES = ("llava_onevision", "llava_next_video", "video_llava")
 
 
 def build_tokenizer():
@@ -33,24 +37,53 @@ def _text_config(vocab_size: int, **extra: Any) -> dict[str, Any]:
 
 @dataclass
 class Tiny:
+    """A tiny model, its processor, and what a test needs to know of the family's video rows.
+
+    ``frame_prefix_rows`` / ``video_suffix_rows``: placeholder rows per frame / per video that are
+    not visual tokens (Video-LLaVA's [CLS], LLaVA-OneVision's newline); ``frame_rows``: placeholder
+    rows of one frame's grid. Stated here from the processors' formulas, independently of the adapters.
+    """
+
     family: str
     model: Any
     processor: Any
+    video_placeholder: str = "<|vision_start|><|video_pad|><|vision_end|>"
+    template: str = "<|im_start|>user\n{videos}{question}<|im_end|>\n<|im_start|>assistant\n"
+    frame_rows: int = 0
+    frame_prefix_rows: int = 0
+    video_suffix_rows: int = 0
 
-    def inputs(self, videos: list[np.ndarray], questions: list[str] | None = None, **kwargs: Any) -> dict:
-        """Batch inputs through the real processor (left padding), one video per prompt."""
-        questions = questions or ["What happens?"] * len(videos)
+    def inputs(self, videos: list, questions: list[str] | None = None, **kwargs: Any) -> dict:
+        """Batch inputs through the real processor (left padding); an item is one clip or a list of clips."""
+        per_prompt = [v if isinstance(v, list) else [v] for v in videos]
+        questions = questions or ["What happens?"] * len(per_prompt)
         texts = [
-            f"<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>{q}<|im_end|>\n<|im_start|>assistant\n"
-            for q in questions
+            self.template.format(videos=self.video_placeholder * len(clips), question=q)
+            for clips, q in zip(per_prompt, questions)
         ]
+        flat = [clip for clips in per_prompt for clip in clips]
         self.processor.tokenizer.padding_side = "left"
-        extra = {"fps": 2.0}
-        metadata = [_metadata(len(v)) for v in videos]
-        return self.processor(
-            text=texts, videos=videos, padding=True, return_tensors="pt", do_sample_frames=False,
-            video_metadata=metadata, **extra, **kwargs,
-        )
+        if self.family.startswith("qwen"):
+            kwargs = {"fps": 2.0, "do_sample_frames": False, "video_metadata": [_metadata(len(v)) for v in flat],
+                      **kwargs}
+        return self.processor(text=texts, videos=flat, padding=True, return_tensors="pt", **kwargs)
+
+    def batch_clips(self) -> list:
+        """Two prompts with different numbers of visual tokens (so per-sample budgets differ)."""
+        if self.family in STACKED_VIDEO_FAMILIES:
+            return [[video(8), video(8, seed=2)], video(8, seed=1)]
+        return [video(8), video(4, seed=1)]
+
+    def visual_rows(self, inputs: dict, sample: int) -> torch.Tensor:
+        """Prompt rows of one sample that are visual tokens (offered to methods), in order."""
+        placeholders = inputs["input_ids"][sample] == self.model.config.video_token_id
+        rows = (placeholders & inputs["attention_mask"][sample].bool()).nonzero().flatten()
+        if not self.frame_rows:
+            return rows
+        per_frame = self.frame_prefix_rows + self.frame_rows
+        frame_block = inputs["pixel_values_videos"].shape[1] * per_frame
+        offset = torch.arange(rows.numel()) % (frame_block + self.video_suffix_rows)
+        return rows[(offset < frame_block) & (offset % per_frame >= self.frame_prefix_rows)]
 
 
 def _metadata(num_frames: int):
@@ -114,10 +147,122 @@ def _build(family: str, seed: int) -> Tiny:
         sizes = dict(size={"shortest_edge": 64 * 64, "longest_edge": 128 * 128 * 8}, patch_size=16)
         processor = Qwen3VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen3VLVideoProcessor(**sizes),
                                      chat_template=CHAT_TEMPLATE)
+    elif family in LLAVA_BUILDERS:
+        return LLAVA_BUILDERS[family]()
     else:
         raise ValueError(f"no tiny builder for {family!r}")
     model.eval()
     return Tiny(family, model, processor)
+
+
+def llava_tokenizer():
+    """A byte-level ``Qwen2Tokenizer`` with the LLaVA placeholders ``<image>`` and ``<video>``."""
+    from transformers import Qwen2Tokenizer
+
+    from vtc.synth.model import byte_level_vocab
+
+    vocab = byte_level_vocab()
+    for token in ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"):
+        vocab[token] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<image>", "<video>"]})
+    return tokenizer
+
+
+def llama_tokenizer():
+    """A real ``LlamaTokenizer``: byte-fallback pieces for all 256 bytes, the metaspace, ``<image>``, ``<video>``."""
+    from transformers import LlamaTokenizer
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for byte in range(256):
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    for token in ("\u2581", "<image>", "<video>", "<pad>"):
+        vocab[token] = len(vocab)
+    tokenizer = LlamaTokenizer(vocab=vocab, merges=[], pad_token="<pad>")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>", "<video>"]})
+    return tokenizer
+
+
+LLAMA_TEMPLATE = "USER: {videos}{question} ASSISTANT:"
+
+
+def _clip_vision(image_size: int = 56) -> dict[str, Any]:
+    return dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, patch_size=14, image_size=image_size, projection_dim=32)
+
+
+def _llava_text_config(model_type: str, vocab_size: int) -> dict[str, Any]:
+    rope = {"rope_type": "default", "rope_theta": 10000.0}
+    return {**_text_config(vocab_size), "model_type": model_type, "rope_parameters": rope}
+
+
+def _llava_ids(tokenizer) -> dict[str, int]:
+    return dict(image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+                video_token_index=tokenizer.convert_tokens_to_ids("<video>"), tie_word_embeddings=True)
+
+
+def _llava_onevision() -> Tiny:
+    """SigLIP 56 px / patch 14 (4x4 patches, pooled to 2x2 per frame) and a Qwen2 language model."""
+    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
+                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor)
+
+    tokenizer = llava_tokenizer()
+    config = LlavaOnevisionConfig(
+        text_config=_llava_text_config("qwen2", len(tokenizer)),
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, patch_size=14, image_size=56, vision_use_head=False),
+        vision_feature_layer=-1, image_grid_pinpoints=[[56, 56]], **_llava_ids(tokenizer),
+    )
+    size = {"height": 56, "width": 56}
+    processor = LlavaOnevisionProcessor(
+        LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=[[56, 56]]), tokenizer,
+        LlavaOnevisionVideoProcessor(size=size), num_image_tokens=16, vision_feature_select_strategy="full",
+    )
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    return Tiny("llava_onevision", model, processor, video_placeholder="<video>", frame_rows=4, video_suffix_rows=1)
+
+
+def _llava_next_video() -> Tiny:
+    """CLIP 56 px / patch 14 (4x4 patches, average-pooled to 2x2 per frame) and a Llama language model."""
+    from transformers import (LlavaNextImageProcessor, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration,
+                              LlavaNextVideoProcessor, LlavaNextVideoVideoProcessor)
+
+    tokenizer = llama_tokenizer()
+    config = LlavaNextVideoConfig(
+        text_config=_llava_text_config("llama", len(tokenizer)), vision_config=_clip_vision(),
+        vision_feature_layer=-2, image_grid_pinpoints=[[56, 56]], **_llava_ids(tokenizer),
+    )
+    sizes = dict(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    processor = LlavaNextVideoProcessor(
+        LlavaNextVideoVideoProcessor(**sizes), LlavaNextImageProcessor(**sizes, image_grid_pinpoints=[[56, 56]]),
+        tokenizer, patch_size=14, vision_feature_select_strategy="default",
+    )
+    model = LlavaNextVideoForConditionalGeneration(config).eval()
+    return Tiny("llava_next_video", model, processor, video_placeholder="<video>", template=LLAMA_TEMPLATE,
+                frame_rows=4)
+
+
+def _video_llava() -> Tiny:
+    """CLIP 56 px / patch 14: per frame the [CLS] and 4x4 patches (17 rows); a Llama language model."""
+    from transformers import (VideoLlavaConfig, VideoLlavaForConditionalGeneration, VideoLlavaImageProcessor,
+                              VideoLlavaProcessor, VideoLlavaVideoProcessor)
+
+    tokenizer = llama_tokenizer()
+    config = VideoLlavaConfig(
+        text_config=_llava_text_config("llama", len(tokenizer)), vision_config=_clip_vision(),
+        vision_feature_layer=-2, **_llava_ids(tokenizer),
+    )
+    sizes = dict(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    processor = VideoLlavaProcessor(
+        VideoLlavaImageProcessor(**sizes), VideoLlavaVideoProcessor(**sizes), tokenizer, patch_size=14,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+    )
+    model = VideoLlavaForConditionalGeneration(config).eval()
+    return Tiny("video_llava", model, processor, video_placeholder="<video>", template=LLAMA_TEMPLATE,
+                frame_rows=16, frame_prefix_rows=1)
+
+
+LLAVA_BUILDERS = {"llava_onevision": _llava_onevision, "llava_next_video": _llava_next_video, "video_llava": _video_llava}
 
 
 def tiny(family: str, seed: int = 0) -> Tiny:

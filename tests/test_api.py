@@ -130,12 +130,22 @@ def test_budget_validation() -> None:
 
 
 def test_unsupported_model_names_the_supported_families() -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration
 
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32,
-                                         num_hidden_layers=1, num_attention_heads=2))
-    with pytest.raises(ValueError, match="supported: qwen2_5_vl, qwen2_vl, qwen3_vl"):
-        vtc.wrap(model, "dtd")
+    from vtc.patches import supported_model_types
+
+    text = dict(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    image_only = LlavaForConditionalGeneration(LlavaConfig(
+        text_config=dict(model_type="llama", **text),
+        vision_config=dict(model_type="clip_vision_model", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=28, patch_size=14),
+        image_token_index=31,
+    ))
+    supported = ", ".join(supported_model_types())
+    assert "llava_onevision" in supported
+    for model in (LlamaForCausalLM(LlamaConfig(**text)), image_only):
+        with pytest.raises(ValueError, match=f"model_type '{model.config.model_type}'.*supported: {supported}"):
+            vtc.wrap(model, "dtd")
 
 
 def test_layer_outside_the_model_is_refused() -> None:

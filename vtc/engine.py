@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from . import attention
 from .budget import Budget
@@ -181,14 +182,21 @@ class Engine:
         return bool((input_ids == self.adapter.visual_token_id()).any())
 
     def _prefill(self, captured: dict, kwargs: dict):
+        kwargs, created_cache = self._with_cache(kwargs)
         embeds, mask = kwargs["inputs_embeds"], kwargs.get("attention_mask")
-        if kwargs.get("position_ids") is None:
-            raise ValueError("vtc needs the model's position ids at the language model; none were computed")
+        positions = kwargs.get("position_ids")
+        if positions is None:
+            positions = self._default_prefill_positions(embeds)
         input_ids = captured["input_ids"].to(embeds.device)
-        visual = input_ids == self.adapter.visual_token_id()
+        placeholders = input_ids == self.adapter.visual_token_id()
         if mask is not None:
-            visual &= mask.bool()
-        layouts = self.adapter.layouts(captured, visual)
+            placeholders &= mask.bool()
+        layouts = self.adapter.layouts(captured, placeholders)
+        # Only the rows a layout lists are offered to methods; other placeholder rows (LLaVA-OneVision's
+        # newline, Video-LLaVA's per-frame [CLS]) are kept like text.
+        visual = torch.zeros_like(placeholders)
+        for b, lay in enumerate(layouts):
+            visual[b, lay.rows] = True
         stats = CompressionStats(visual_tokens=[int(lay.rows.numel()) for lay in layouts], num_layers=self.num_layers)
         tokens = [
             VisualTokens(
@@ -232,18 +240,43 @@ class Engine:
             n_dropped=(~kept).sum(dim=1), mask_2d=new_mask, visual=tokens,
         )
         if not rewrite:
-            return None
+            return args_kwargs(kwargs) if created_cache else None
         kwargs = dict(kwargs)
         kwargs["inputs_embeds"] = compaction.rows(embeds)
         kwargs["attention_mask"] = new_mask
-        kwargs["position_ids"] = self._compact_positions(kwargs["position_ids"], compaction, new_mask)
+        kwargs["position_ids"] = self._compact_positions(positions, compaction, new_mask)
         self.adapter.compact_lm_kwargs(kwargs, compaction.gather, compaction.valid, kept)
         return args_kwargs(kwargs)
+
+    def _with_cache(self, kwargs: dict) -> tuple[dict, bool]:
+        """Create the KV cache the language model would create itself, so decode steps can be recognised.
+
+        A plain ``model(**inputs, use_cache=True)`` reaches the language model without a cache; the
+        one it makes inside would be unknown to vtc, and a hand-written decode loop on it would not
+        get its mask and positions mapped onto the shorter cache.
+        """
+        use_cache = kwargs.get("use_cache")
+        if use_cache is None:
+            use_cache = getattr(self.adapter.text_config(), "use_cache", False)
+        if kwargs.get("past_key_values") is not None or not use_cache:
+            return kwargs, False
+        return {**kwargs, "past_key_values": DynamicCache(config=self.adapter.text_config())}, True
+
+    def _default_prefill_positions(self, embeds: torch.Tensor) -> torch.Tensor:
+        """The ids a 1D-RoPE language model computes itself when given none (0..L-1, padding included).
+
+        Made explicit so kept tokens keep them after the shorter sequence is built; M-RoPE families
+        always compute theirs in the base model, so a missing one there means something is wrong.
+        """
+        if self.adapter.rope != "1d":
+            raise ValueError("vtc needs the model's M-RoPE position ids at the language model; none were computed")
+        batch, length = embeds.shape[:2]
+        return torch.arange(length, device=embeds.device).expand(batch, length)
 
     @staticmethod
     def _compact_positions(positions: torch.Tensor, compaction: Compaction, new_mask: torch.Tensor) -> torch.Tensor:
         if positions.ndim == 2:
-            return compaction.rows(positions)
+            return compaction.rows(positions.expand(compaction.gather.shape[0], -1))
         out = compaction.rows(positions, seq_dim=2)
         if out.shape[0] == 4:  # row 0 = text positions, used only for masks / flash-attention packing
             out = out.clone()
@@ -293,11 +326,23 @@ class Engine:
         kwargs = dict(kwargs)
         kwargs["attention_mask"] = new_mask
         positions = kwargs.get("position_ids")
+        if positions is None and self.adapter.rope == "1d":
+            kwargs["position_ids"] = self._continued_positions(q_len, new_mask.device)
         if positions is not None and positions.ndim == 3 and positions.shape[0] == 4:
             positions = positions.clone()
             positions[0] -= state.n_dropped.to(positions.device)[:, None]
             kwargs["position_ids"] = positions
         return args_kwargs(kwargs)
+
+    def _continued_positions(self, q_len: int, device: torch.device) -> torch.Tensor:
+        """1D ids for new tokens when the caller passed none: original prompt length + step.
+
+        The language model would count from the (shorter) cache length instead, shifting every
+        decoded token by the number of dropped rows.
+        """
+        state = self.state
+        start = state.cache.get_seq_length() + state.orig_len - state.prefill.gather.shape[1]
+        return torch.arange(start, start + q_len, device=device)[None]
 
     # -- layer stage ---------------------------------------------------------------------------------
     def _record(self, module: nn.Module, attn: torch.Tensor) -> None:
