@@ -46,9 +46,7 @@ def eval_loss(tr: CompressorTrainer, inputs, labels) -> float:
     tr.compressor.eval()
     with torch.no_grad():
         logits = tr.model(**inputs).logits
-    kept = tr.model.vtc_stats.kept_indices
-    return next_token_loss(logits, compact_labels(labels, inputs["input_ids"], inputs["attention_mask"],
-                                                  tr.video_token_id, kept)).item()
+    return next_token_loss(logits, compact_labels(labels, tr.engine.prefill_compaction)).item()
 
 
 def random_tokens(n_frames: int = 8, side: int = 4, dim: int = 64, seed: int = 0) -> vtc.VisualTokens:
@@ -96,14 +94,12 @@ def test_compacted_labels_line_up_with_what_entered_the_llm(tmp_path: Path, data
             tr.model(**inputs)
     finally:
         handle.remove()
-    ids_as_labels = compact_labels(inputs["input_ids"], inputs["input_ids"], inputs["attention_mask"], tr.video_token_id,
-                                   tr.model.vtc_stats.kept_indices)
+    ids_as_labels = compact_labels(inputs["input_ids"], tr.engine.prefill_compaction)
     entered = seen["inputs_embeds"]
     assert entered.shape[1] < inputs["input_ids"].shape[1], "nothing was compressed"
     text = (ids_as_labels != IGNORE) & (ids_as_labels != tr.video_token_id) & seen["attention_mask"].bool()
     assert torch.equal(entered[text], lm.embed_tokens(ids_as_labels[text]))
-    reply = compact_labels(labels, inputs["input_ids"], inputs["attention_mask"], tr.video_token_id,
-                           tr.model.vtc_stats.kept_indices)
+    reply = compact_labels(labels, tr.engine.prefill_compaction)
     assert torch.equal(reply[reply != IGNORE], labels[labels != IGNORE]), "reply tokens were lost or reordered"
 
 

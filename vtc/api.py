@@ -11,7 +11,7 @@ from .engine import Engine
 from .method import Method
 from .pipeline import Pipeline, as_pipeline
 
-_ENGINE_ATTR = "_vtc_engine"
+ENGINE_ATTR = "_vtc_engine"
 TRAINED_PREFIX = "trained:"
 
 
@@ -49,7 +49,7 @@ def wrap(
         # Removing this engine unloads the LoRA layers, so a scope that removed it must wrap anew.
         engine.rewrap = lambda: wrap(model, TRAINED_PREFIX + path, retain=retain, tokens=tokens, scope=scope)
     engine.install()
-    setattr(model, _ENGINE_ATTR, engine)
+    setattr(model, ENGINE_ATTR, engine)
     return model
 
 
@@ -65,17 +65,17 @@ def _attach_trained(model: nn.Module, path: str, method_kwargs: dict[str, Any]):
 
 def unwrap(model: nn.Module) -> nn.Module:
     """Remove every vtc hook from ``model`` (a no-op on a model that is not wrapped)."""
-    engine = getattr(model, _ENGINE_ATTR, None)
+    engine = getattr(model, ENGINE_ATTR, None)
     if engine is not None:
         engine.remove()
-        delattr(model, _ENGINE_ATTR)
+        delattr(model, ENGINE_ATTR)
     if hasattr(model, "vtc_stats"):
         del model.vtc_stats
     return model
 
 
 def is_wrapped(model: nn.Module) -> bool:
-    return getattr(model, _ENGINE_ATTR, None) is not None
+    return getattr(model, ENGINE_ATTR, None) is not None
 
 
 @contextlib.contextmanager
@@ -84,10 +84,10 @@ def compressed(model: nn.Module, method: str | Method | Pipeline, **kwargs: Any)
 
     A compression that was active before the block is restored after it.
     """
-    previous = getattr(model, _ENGINE_ATTR, None)
+    previous = getattr(model, ENGINE_ATTR, None)
     if previous is not None:
         previous.remove()
-        delattr(model, _ENGINE_ATTR)
+        delattr(model, ENGINE_ATTR)
     try:
         yield wrap(model, method, **kwargs)
     finally:
@@ -96,7 +96,7 @@ def compressed(model: nn.Module, method: str | Method | Pipeline, **kwargs: Any)
             previous.rewrap()
         elif previous is not None:
             previous.install()
-            setattr(model, _ENGINE_ATTR, previous)
+            setattr(model, ENGINE_ATTR, previous)
 
 
 def _adapter_for(model: nn.Module):

@@ -90,6 +90,12 @@ class Engine:
             self._removers.extend(self.adapter.record_vision_saliency(self._on_vision_saliency) or [])
         self._removers.extend(self.adapter.install(self))
 
+    @property
+    def prefill_compaction(self) -> Compaction | None:
+        """Which prompt rows entered the LLM in the latest prefill (None before one): trainers use it to
+        line full-length labels up with the compressed logits."""
+        return None if self.state is None else self.state.prefill
+
     def on_remove(self, remover: Callable[[], None]) -> None:
         """Run ``remover`` when this engine is removed (after its own hooks), e.g. to unload a LoRA adapter."""
         self._removers.insert(0, remover)

@@ -91,6 +91,7 @@ class CompressorTrainer:
         if state is not None:
             self._restore(checkpoint, state)
         api.wrap(model, self.compressor, retain=cfg.retain)
+        self.engine = getattr(model, api.ENGINE_ATTR)
 
     def trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
         named = {f"compressor.{n}": p for n, p in self.compressor.named_parameters()}
@@ -113,9 +114,7 @@ class CompressorTrainer:
         self.compressor.last_scores = []
         with self.accelerator.autocast():
             logits = self.model(**inputs).logits
-        stats = self.model.vtc_stats
-        labels = compact_labels(labels.to(inputs["input_ids"].device), inputs["input_ids"],
-                                inputs.get("attention_mask"), self.video_token_id, stats.kept_indices)
+        labels = compact_labels(labels, self.engine.prefill_compaction)
         answer = next_token_loss(logits, labels)
         evidence = self._evidence_loss(items, inputs["video_grid_thw"]) if self.use_evidence else answer.new_zeros(())
         return answer, evidence
