@@ -93,6 +93,16 @@ class Engine:
             self._removers.extend(self.adapter.record_vision_saliency(self._on_vision_saliency) or [])
         self._removers.extend(self.adapter.install(self))
 
+    @property
+    def prefill_compaction(self) -> Compaction | None:
+        """Which prompt rows entered the LLM in the latest prefill (None before one): trainers use it to
+        line full-length labels up with the compressed logits."""
+        return None if self.state is None else self.state.prefill
+
+    def on_remove(self, remover: Callable[[], None]) -> None:
+        """Run ``remover`` when this engine is removed (after its own hooks), e.g. to unload a LoRA adapter."""
+        self._removers.insert(0, remover)
+
     def remove(self) -> None:
         while self._removers:
             self._removers.pop()()
@@ -206,6 +216,10 @@ class Engine:
             )
             for b, lay in enumerate(layouts)
         ]
+        if any("query" in s.method.needs for s in self.prefill_steps):
+            for b, tok in enumerate(tokens):
+                tok.extras["question"] = question_rows(embeds[b], visual[b], None if mask is None else mask[b])
+                tok.query = tok.extras["question"].mean(dim=0)
         if any("pixels" in s.method.needs for s in self.prefill_steps):
             pixels = self.adapter.pixels(captured, [len(t) for t in tokens])
             if pixels is None:
@@ -435,6 +449,20 @@ class Engine:
             raise RuntimeError("deepstack features do not match the sequence and no vtc layer cut explains why")
         cut = self.state.cuts[-1].composed
         return masks.gather(1, cut.gather) & cut.valid, embeds[cut.kept[masks]]
+
+
+def question_rows(embeds: torch.Tensor, visual: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Input embeddings [L, D] of one sample's text after its last visual row (the question and prompt tail).
+
+    Methods that declare ``needs={"query"}`` get these as ``extras["question"]`` and their mean as ``query``.
+    """
+    rows = torch.arange(visual.shape[0], device=visual.device)
+    after = rows > int(rows[visual].max()) if bool(visual.any()) else torch.ones_like(visual)
+    if mask is not None:
+        after &= mask.bool()
+    if not bool(after.any()):
+        raise ValueError("this method needs the question, but no text follows the video in the prompt")
+    return embeds[after]
 
 
 def _attach_vision_saliency(tokens: list[VisualTokens], per_video: list[torch.Tensor], full_sizes: list[int]) -> None:
