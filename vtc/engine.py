@@ -89,7 +89,7 @@ class Engine:
         self._removers.append(lm.register_forward_pre_hook(self._language_model_pre_hook, with_kwargs=True).remove)
         if self.layer_steps:
             self._install_layer_stage()
-        if any("vision_saliency" in s.method.needs for s in self.prefill_steps):
+        if self._prefill_needs("vision_saliency"):
             self._removers.extend(self.adapter.record_vision_saliency(self._on_vision_saliency) or [])
         self._removers.extend(self.adapter.install(self))
 
@@ -149,6 +149,9 @@ class Engine:
 
         setattr(base, name, functools.wraps(original)(encode_video))
         return lambda: delattr(base, name)
+
+    def _prefill_needs(self, what: str) -> bool:
+        return any(what in step.method.needs for step in self.prefill_steps)
 
     def _on_vision_saliency(self, per_video: list[torch.Tensor]) -> None:
         """Keep the vision tower's saliency of videos (not of images encoded by the same tower)."""
@@ -216,11 +219,11 @@ class Engine:
             )
             for b, lay in enumerate(layouts)
         ]
-        if any("query" in s.method.needs for s in self.prefill_steps):
+        if self._prefill_needs("query"):
             for b, tok in enumerate(tokens):
                 tok.extras["question"] = question_rows(embeds[b], visual[b], None if mask is None else mask[b])
                 tok.query = tok.extras["question"].mean(dim=0)
-        if any("pixels" in s.method.needs for s in self.prefill_steps):
+        if self._prefill_needs("pixels"):
             pixels = self.adapter.pixels(captured, [len(t) for t in tokens])
             if pixels is None:
                 raise ValueError("this method needs the raw video pixels (pixel_values_videos), which were not passed")
@@ -230,7 +233,7 @@ class Engine:
             tokens = self.select.apply(tokens, embeds, visual, stats)
         else:
             _copy_processor_selection(self.model, captured, stats)
-        if captured.get("vision_saliency") and any("vision_saliency" in s.method.needs for s in self.prefill_steps):
+        if captured.get("vision_saliency") and self._prefill_needs("vision_saliency"):
             _attach_vision_saliency(tokens, captured["vision_saliency"], [int(lay.rows.numel()) for lay in layouts])
         replaced = False
         for step in self.prefill_steps:
