@@ -280,14 +280,24 @@ def _video_llava() -> Tiny:
 LLAVA_BUILDERS = {"llava_onevision": _llava_onevision, "llava_next_video": _llava_next_video, "video_llava": _video_llava}
 
 
+def _stages(family: str) -> tuple[str, ...]:
+    from vtc.patches import ADAPTERS
+    from vtc.support import supported_stages
+
+    (adapter,) = [a for a in ADAPTERS if family in a.model_types]
+    return supported_stages(adapter)
+
+
 def unsupported_stages(family: str, spec: str) -> list[str]:
     """Stages of ``spec`` that vtc refuses on ``family`` (the suites check the refusal instead)."""
     import vtc
-    from vtc.patches import adapter_for
-    from vtc.support import supported_stages
 
-    supported = supported_stages(type(adapter_for(tiny(family).model)))
-    return [s.method.stage for s in vtc.Pipeline.parse(spec).steps if s.method.stage not in supported]
+    return [s.method.stage for s in vtc.Pipeline.parse(spec).steps if s.method.stage not in _stages(family)]
+
+
+def families_with(stage: str) -> tuple[str, ...]:
+    """The test families whose adapter can hook ``stage``."""
+    return tuple(f for f in FAMILIES if stage in _stages(f))
 
 
 def byte_tokenizer(specials: tuple[str, ...], eos: str, named: dict[str, str]):

@@ -10,7 +10,9 @@ from vtc.runner import build_inputs
 from vtc.select.decode import decode_frames
 from vtc.video import DecodedVideo
 
-from .builders import FAMILIES, tiny, video, write_mp4
+from .builders import families_with, tiny, video, write_mp4
+
+SELECT_FAMILIES = families_with("select")
 
 FLASH = 13  # source frame of a one-frame white flash in a 32-frame, 4 fps clip
 
@@ -42,7 +44,7 @@ def test_flash_frame_is_selected_where_uniform_misses_it(flash_mp4: str, select:
     assert found.vtc_selection.visual_tokens[0] <= 64
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", SELECT_FAMILIES)
 def test_keyframes_inside_wrap_keep_the_flash_group(family: str) -> None:
     tm = tiny(family)
     clip = video(16, static=1.0)
@@ -124,7 +126,7 @@ def test_keyclips_lowers_resolution_to_fit_longer_clips(flash_mp4: str) -> None:
     assert record.visual_tokens[0] <= 64
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", SELECT_FAMILIES)
 def test_select_composes_with_prefill_and_layer_steps(family: str) -> None:
     tm = tiny(family)
     inputs = tm.inputs([video(16)])
@@ -151,7 +153,7 @@ def _masked_reference(tm, inputs, kept_indices):
         return tm.model(**{**inputs, "attention_mask": mask, "position_ids": _rope_positions(tm.model, inputs)}).logits[:, -1]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", SELECT_FAMILIES)
 @pytest.mark.parametrize("spec", ["uniform-frames:0.5", "keyframes:0.5", "scenes:0.5", "query:0.5",
                                   "keyclips(relevance=novelty,clip_length=1):0.5>dtd:0.5"])
 def test_selection_equals_full_video_with_unselected_frames_masked(family: str, spec: str) -> None:
@@ -165,7 +167,7 @@ def test_selection_equals_full_video_with_unselected_frames_masked(family: str, 
     torch.testing.assert_close(pruned, _masked_reference(tm, inputs, kept), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", SELECT_FAMILIES)
 @pytest.mark.parametrize("spec", ["uniform-frames:1.0", "keyframes(context_share=0):1.0", "query(duplicate=1.0):1.0>fastv@2:1.0"])
 def test_retain_one_selection_is_bit_identical(family: str, spec: str) -> None:
     tm = tiny(family)
