@@ -78,6 +78,7 @@ class Engine:
         self._encoded_video: dict[str, Any] = {}
         self._encoding_video = False
         self._removers: list[Callable[[], None]] = []
+        self._cache_key = cache_kwarg(adapter.language_model())
 
     # -- installation --------------------------------------------------------------------------------
     def install(self) -> None:
@@ -167,7 +168,7 @@ class Engine:
         encoded, self._encoded_video = self._encoded_video, {}
         if captured is not None:
             captured = {**encoded, **{k: v for k, v in captured.items() if v is not None}}
-        cache = kwargs.get("past_key_values")
+        cache = kwargs.get(self._cache_key)
         if cache is not None and getattr(cache, "is_compileable", False):
             raise ValueError(
                 "vtc cannot compress into a static/compileable KV cache (its length is fixed); "
@@ -254,7 +255,7 @@ class Engine:
         for b, tok in enumerate(tokens):
             tok.index = new_rows(compaction, tok.index, b)
         self.state = _Forward(
-            cache=kwargs.get("past_key_values"), orig_len=kept.shape[1], prefill=compaction, rewritten=rewrite,
+            cache=kwargs.get(self._cache_key), orig_len=kept.shape[1], prefill=compaction, rewritten=rewrite,
             n_dropped=(~kept).sum(dim=1), mask_2d=new_mask, visual=tokens,
         )
         if not rewrite:
@@ -276,9 +277,9 @@ class Engine:
         use_cache = kwargs.get("use_cache")
         if use_cache is None:
             use_cache = getattr(self.adapter.text_config(), "use_cache", False)
-        if kwargs.get("past_key_values") is not None or not use_cache:
+        if kwargs.get(self._cache_key) is not None or not use_cache:
             return kwargs, False
-        return {**kwargs, "past_key_values": DynamicCache(config=self.adapter.text_config())}, True
+        return {**kwargs, self._cache_key: DynamicCache(config=self.adapter.text_config())}, True
 
     def _default_prefill_positions(self, embeds: torch.Tensor) -> torch.Tensor:
         """The ids a 1D-RoPE language model computes itself when given none (0..L-1, padding included).
@@ -496,6 +497,16 @@ def select_stage(engine: Engine, steps: list[Step]) -> Any:
     from .select.stage import SelectStage
 
     return SelectStage(engine, steps)
+
+
+def cache_kwarg(module: nn.Module) -> str:
+    """The name under which ``module.forward`` takes its KV cache.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name is still accepted by
+    the models, but a pre-hook sees whichever name the caller used, and the models use the new one).
+    """
+    parameters = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def _copy_processor_selection(model: nn.Module, captured: dict, stats: CompressionStats) -> None:
