@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from vtc.engine import cache_kwarg
 from vtc.synth.model import CHAT_TEMPLATE, SPECIAL_TOKENS
 from vtc.synth.model import build_tokenizer as reference_tokenizer
 
@@ -22,6 +23,16 @@ ROPE_1D_FAMILIES = ("llava_onevision", "llava_next_video", "video_llava")
 STACKED_VIDEO_FAMILIES = ("llava_onevision", "llava_next_video", "video_llava")
 FAMILIES += ("internvl", "smolvlm", "video_llama_3")
 ROPE_1D_FAMILIES += ("internvl", "smolvlm", "video_llama_3")
+
+
+def cache_arg(model: torch.nn.Module, cache: Any) -> dict[str, Any]:
+    """Pass a KV cache under the name this transformers version takes (``cache`` from 5.24 on)."""
+    return {cache_kwarg(model): cache}
+
+
+def cache_of(output: Any) -> Any:
+    """The KV cache a forward returned (``output.cache`` from transformers 5.24 on)."""
+    return output.cache if "cache" in output.keys() else output.past_key_values
 
 
 def build_tokenizer():

@@ -11,7 +11,7 @@ from vtc import Budget, Pipeline
 from vtc.methods.dtd import DTD
 from vtc.methods.fastv import FastV
 
-from .builders import tiny, video
+from .builders import cache_arg, cache_of, tiny, video
 
 
 def _hook_counts(model) -> dict[str, int]:
@@ -165,7 +165,7 @@ def test_new_video_on_an_existing_cache_is_refused() -> None:
     with vtc.compressed(tm.model, "random:0.5"), torch.no_grad():
         out = tm.model(**inputs, use_cache=True)
         with pytest.raises(ValueError, match="existing KV cache"):
-            tm.model(**inputs, past_key_values=out.past_key_values)
+            tm.model(**inputs, **cache_arg(tm.model, cache_of(out)))
 
 
 def test_grid_that_disagrees_with_the_prompt_raises() -> None:

@@ -11,7 +11,7 @@ import torch
 import vtc
 from vtc import Budget, ScoreMethod
 
-from .builders import FAMILIES, tiny, unsupported_stages, video
+from .builders import FAMILIES, cache_of, tiny, unsupported_stages, video
 
 RETAINS = (0.1, 0.25, 0.5)
 NEW_TOKENS = 5
@@ -61,7 +61,7 @@ def test_method_generates_with_cache_matching_kept_tokens(family: str, name: str
         assert 0 < len(final) <= max(budget, total // 4), "structured methods stay within budget (or one frame)"
     assert len(final) < total
 
-    lengths = _cache_lengths(out.past_key_values)
+    lengths = _cache_lengths(cache_of(out))
     dropped_before = total - len(entering)
     decoded = NEW_TOKENS - 1  # the last generated token is never fed back
     expected_full = prompt_len - dropped_before + decoded

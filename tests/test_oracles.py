@@ -8,7 +8,7 @@ import torch
 
 import vtc
 
-from .builders import FAMILIES, ROPE_1D_FAMILIES, tiny, unsupported_stages, video
+from .builders import FAMILIES, cache_arg, cache_of, ROPE_1D_FAMILIES, tiny, unsupported_stages, video
 
 PRUNING_SPECS = ["random:0.3", "dtd:0.25", "dtd", "uniform:0.5"]
 
@@ -100,11 +100,11 @@ def test_decoding_without_position_ids_continues_at_original_length(family: str)
 
 def _decode_steps(model, mask: torch.Tensor, out, steps: int = 3) -> list[torch.Tensor]:
     """Greedy decoding by hand, passing only the new token, the cache and the padding mask."""
-    logits, cache = [], out.past_key_values
+    logits, cache = [], cache_of(out)
     for _ in range(steps):
         token = out.logits[:, -1].argmax(dim=-1, keepdim=True)
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-        out = model(input_ids=token, past_key_values=cache, attention_mask=mask, use_cache=True)
+        out = model(input_ids=token, attention_mask=mask, use_cache=True, **cache_arg(model, cache))
         logits.append(out.logits[:, -1])
     return logits
 
