@@ -2,7 +2,10 @@
 
 Writes eval/results/synth_accuracy.md and .json. Run from the repository root:
 
-    python eval/synth_accuracy.py --models vtc/assets/reference-model eval/checkpoints/reference-seed1
+    python eval/synth_accuracy.py --models vtc/assets/reference-model eval/checkpoints/reference-seed0-recipe-a \
+        --items 240 --methods random uniform pool dtd fastv divprune vidcom2 dycoke fastvid holitom prunevid evad centerclip
+
+After changing one method, ``--update --methods NAME`` recomputes only its rows in the existing table.
 
 The held-out split is generated from a seed never used for training data (vtc.synth.train.HELD_OUT_SEED).
 """
@@ -43,6 +46,22 @@ def run(models: list[Path], data: Path, items: int, methods: list[str], retains:
     return results
 
 
+def merge(existing: dict, fresh: dict) -> dict:
+    """``existing`` with every (model, method, retain) row that ``fresh`` recomputed replaced in place."""
+    if (existing["items"], existing["seed"]) != (fresh["items"], fresh["seed"]):
+        raise ValueError("--update needs the same held-out split (--items) as the existing results")
+    for path, rows in fresh["models"].items():
+        old = existing["models"].setdefault(path, [])
+        index = {(r["method"], r["retain"]): i for i, r in enumerate(old)}
+        for row in rows:
+            key = (row["method"], row["retain"])
+            if key in index:
+                old[index[key]] = row
+            else:
+                old.append(row)
+    return existing
+
+
 def markdown(results: dict) -> str:
     types = list(QUESTION_TYPES)
     lines = [
@@ -74,8 +93,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--retains", nargs="+", type=float, default=RETAINS)
     parser.add_argument("--out", type=Path, default=Path("eval/results/synth_accuracy"))
+    parser.add_argument("--update", action="store_true", help="replace only the recomputed rows of the existing results")
     args = parser.parse_args()
     results = run(args.models, args.data, args.items, args.methods, args.retains)
+    if args.update:
+        results = merge(json.loads(args.out.with_suffix(".json").read_text()), results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
     args.out.with_suffix(".md").write_text(markdown(results))

@@ -4,9 +4,18 @@ from __future__ import annotations
 from torch import nn
 
 from .base import FamilyAdapter, VisualLayout
+from .internvl import InternVLAdapter
+from .llava_next_video import LlavaNextVideoAdapter
+from .llava_onevision import LlavaOnevisionAdapter
 from .qwen_vl import Qwen3VLAdapter, QwenVLAdapter
+from .smolvlm import SmolVLMAdapter
+from .video_llama_3 import VideoLlama3Adapter
+from .video_llava import VideoLlavaAdapter
 
-ADAPTERS: tuple[type[FamilyAdapter], ...] = (QwenVLAdapter, Qwen3VLAdapter)
+ADAPTERS: tuple[type[FamilyAdapter], ...] = (
+    QwenVLAdapter, Qwen3VLAdapter, LlavaOnevisionAdapter, LlavaNextVideoAdapter, VideoLlavaAdapter,
+)
+ADAPTERS += (InternVLAdapter, SmolVLMAdapter, VideoLlama3Adapter)
 
 
 def supported_model_types() -> list[str]:

@@ -1,7 +1,7 @@
 """What every family adapter declares; the only place vtc reaches into a model's structure."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -12,11 +12,12 @@ from torch import nn
 class VisualLayout:
     """Where one sample's visual tokens sit and what grid they come from (metadata, no features)."""
 
-    rows: torch.Tensor  # [N] rows in the prompt
+    rows: torch.Tensor  # [N] rows in the prompt offered to methods; placeholder rows not listed are kept like text
     coords: torch.Tensor  # [N, 3] (t, h, w), t counted over the sample's videos
     frame: torch.Tensor  # [N]
     time: torch.Tensor  # [N] seconds
     grid: tuple[int, int, int]  # (T, H, W) summed over the sample's videos along T
+    notes: list[str] = field(default_factory=list)  # for the stats, e.g. tokens a built-in step already removed
 
 
 class FamilyAdapter:
@@ -28,6 +29,11 @@ class FamilyAdapter:
     language_model_path: str = "model.language_model"
     base_model_path: str = "model"
     supports_layer_stage: bool = True
+    # The base-model method that encodes a prompt's video frames (its arguments are recorded for layouts).
+    video_encoder: str = "get_video_features"
+    # For the README's generated support table (vtc list --markdown).
+    batch_note: str = "left-padded, per-sample budgets"
+    known_limits: str = ""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -63,6 +69,11 @@ class FamilyAdapter:
         self, kwargs: dict[str, Any], gather: torch.Tensor, valid: torch.Tensor, visual_keep: torch.Tensor
     ) -> None:
         """Update family-specific language-model kwargs after rows were dropped (in place)."""
+
+    def record_vision_saliency(self, sink: Callable[[list[torch.Tensor]], None]) -> list[Callable[[], None]] | None:
+        """Hooks that hand ``sink`` a ViT-attention saliency per encoded video (flattened in visual-row
+        order) on every vision forward; None where the family's vision tower offers none."""
+        return None
 
     def install(self, engine: Any) -> list[Callable[[], None]]:
         """Family-specific hooks beyond the generic ones; returns their removers."""

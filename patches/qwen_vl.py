@@ -7,6 +7,7 @@ from typing import Any, Callable
 import torch
 
 from .base import FamilyAdapter, VisualLayout
+from .qwen_vision import record_last_block_saliency
 
 # The processors' default normalisation (OpenAI CLIP for Qwen2/2.5-VL, 0.5/0.5 for Qwen3-VL).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -27,6 +28,7 @@ class QwenVLAdapter(FamilyAdapter):
     model_types = ("qwen2_vl", "qwen2_5_vl")
     family = "Qwen2-VL / Qwen2.5-VL"
     rope = "mrope"
+    known_limits = "Qwen2-VL token times assume the processor's default 2 fps"
     pixel_mean = CLIP_MEAN
     pixel_std = CLIP_STD
 
@@ -78,12 +80,30 @@ class QwenVLAdapter(FamilyAdapter):
             raise ValueError(f"video_grid_thw lists {len(grids)} videos but the prompts hold {video}")
         return layouts
 
+    def record_vision_saliency(self, sink: Callable[[list[torch.Tensor]], None]) -> list[Callable[[], None]]:
+        windowed = self.config.model_type == "qwen2_5_vl"
+        return record_last_block_saliency(self.base_model().visual, windowed, sink)
+
     def pixels(self, captured: dict[str, Any], sample_sizes: list[int]) -> list[torch.Tensor] | None:
         values, grids = captured.get("pixel_values_videos"), captured.get("video_grid_thw")
         if values is None or grids is None:
             return None
         flat = token_pixels(values, grids, self._merge(), self._temporal_patch(), self.pixel_mean, self.pixel_std)
         return list(torch.split(flat, sample_sizes))
+
+    # -- select stage (patches/qwen_select.py) --------------------------------------------------
+    def group_thumbnails(self, values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
+        """Per video [T, tp, C, H/m, W/m] low-resolution intensities of every frame group."""
+        from .qwen_select import group_thumbnails
+
+        return group_thumbnails(values, grids, self._merge(), self._temporal_patch(), self.pixel_mean, self.pixel_std)
+
+    def encode_groups(self, encode: Callable[..., Any], values: torch.Tensor, grids: torch.Tensor,
+                      kept: list[torch.Tensor], **kwargs: Any) -> Any:
+        """The model's video features with only the ``kept`` groups of each video encoded."""
+        from .qwen_select import encode_groups
+
+        return encode_groups(encode, values, grids, kept, self._merge(), **kwargs)
 
 
 def token_pixels(
@@ -121,6 +141,7 @@ class Qwen3VLAdapter(QwenVLAdapter):
 
     model_types = ("qwen3_vl",)
     family = "Qwen3-VL"
+    known_limits = "token times assume the processor's default 2 fps (the model reads timestamps as text)"
     pixel_mean = HALF
     pixel_std = HALF
 

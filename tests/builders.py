@@ -7,15 +7,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from vtc.engine import cache_kwarg
 from vtc.synth.model import CHAT_TEMPLATE, SPECIAL_TOKENS
 from vtc.synth.model import build_tokenizer as reference_tokenizer
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "llava_next_video", "video_llava")
+# Families whose language model uses 1D RoPE (position ids may reach it as None).
+ROPE_1D_FAMILIES = ("llava_onevision", "llava_next_video", "video_llava")
+# Families whose processor stacks videos into one [videos, frames, C, H, W] tensor: a batch needs equal frame counts.
+STACKED_VIDEO_FAMILIES = ("llava_onevision", "llava_next_video", "video_llava")
+FAMILIES += ("internvl", "smolvlm", "video_llama_3")
+ROPE_1D_FAMILIES += ("internvl", "smolvlm", "video_llama_3")
+
+
+def cache_arg(model: torch.nn.Module, cache: Any) -> dict[str, Any]:
+    """Pass a KV cache under the name this transformers version takes (``cache`` from 5.24 on)."""
+    return {cache_kwarg(model): cache}
+
+
+def cache_of(output: Any) -> Any:
+    """The KV cache a forward returned (``output.cache`` from transformers 5.24 on)."""
+    return output.cache if "cache" in output.keys() else output.past_key_values
 
 
 def build_tokenizer():
@@ -33,24 +50,62 @@ def _text_config(vocab_size: int, **extra: Any) -> dict[str, Any]:
 
 @dataclass
 class Tiny:
+    """A tiny model, its processor, and what a test needs to know of the family's video rows.
+
+    ``frame_prefix_rows`` / ``video_suffix_rows``: placeholder rows per frame / per video that are
+    not visual tokens (Video-LLaVA's [CLS], LLaVA-OneVision's newline); ``frame_rows``: placeholder
+    rows of one frame's grid. Stated here from the processors' formulas, independently of the adapters.
+    """
+
     family: str
     model: Any
     processor: Any
+    video_placeholder: str = "<|vision_start|><|video_pad|><|vision_end|>"
+    template: str = "<|im_start|>user\n{videos}{question}<|im_end|>\n<|im_start|>assistant\n"
+    frame_rows: int = 0
+    frame_prefix_rows: int = 0
+    video_suffix_rows: int = 0
+    make_inputs: Callable[..., Any] | None = None  # families whose processor needs its own prompt or batching
 
-    def inputs(self, videos: list[np.ndarray], questions: list[str] | None = None, **kwargs: Any) -> dict:
-        """Batch inputs through the real processor (left padding), one video per prompt."""
-        questions = questions or ["What happens?"] * len(videos)
+    @property
+    def visual_token_id(self) -> int:
+        from vtc.patches import adapter_for
+
+        return adapter_for(self.model).visual_token_id()
+
+    def inputs(self, videos: list, questions: list[str] | None = None, **kwargs: Any) -> dict:
+        """Batch inputs through the real processor (left padding); an item is one clip or a list of clips."""
+        per_prompt = [v if isinstance(v, list) else [v] for v in videos]
+        questions = questions or ["What happens?"] * len(per_prompt)
+        if self.make_inputs is not None:
+            return self.make_inputs(self.processor, videos, questions, **kwargs)
         texts = [
-            f"<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>{q}<|im_end|>\n<|im_start|>assistant\n"
-            for q in questions
+            self.template.format(videos=self.video_placeholder * len(clips), question=q)
+            for clips, q in zip(per_prompt, questions)
         ]
+        flat = [clip for clips in per_prompt for clip in clips]
         self.processor.tokenizer.padding_side = "left"
-        extra = {"fps": 2.0}
-        metadata = [_metadata(len(v)) for v in videos]
-        return self.processor(
-            text=texts, videos=videos, padding=True, return_tensors="pt", do_sample_frames=False,
-            video_metadata=metadata, **extra, **kwargs,
-        )
+        if self.family.startswith("qwen"):
+            kwargs = {"fps": 2.0, "do_sample_frames": False, "video_metadata": [_metadata(len(v)) for v in flat],
+                      **kwargs}
+        return self.processor(text=texts, videos=flat, padding=True, return_tensors="pt", **kwargs)
+
+    def batch_clips(self) -> list:
+        """Two prompts with different numbers of visual tokens (so per-sample budgets differ)."""
+        if self.family in STACKED_VIDEO_FAMILIES:
+            return [[video(8), video(8, seed=2)], video(8, seed=1)]
+        return [video(8), video(4, seed=1)]
+
+    def visual_rows(self, inputs: dict, sample: int) -> torch.Tensor:
+        """Prompt rows of one sample that are visual tokens (offered to methods), in order."""
+        placeholders = inputs["input_ids"][sample] == self.visual_token_id
+        rows = (placeholders & inputs["attention_mask"][sample].bool()).nonzero().flatten()
+        if not self.frame_rows:
+            return rows
+        per_frame = self.frame_prefix_rows + self.frame_rows
+        frame_block = inputs["pixel_values_videos"].shape[1] * per_frame
+        offset = torch.arange(rows.numel()) % (frame_block + self.video_suffix_rows)
+        return rows[(offset < frame_block) & (offset % per_frame >= self.frame_prefix_rows)]
 
 
 def _metadata(num_frames: int):
@@ -62,6 +117,10 @@ def _metadata(num_frames: int):
 @lru_cache(maxsize=None)
 def _build(family: str, seed: int) -> Tiny:
     torch.manual_seed(seed)
+    if family in FRAME_FAMILY_BUILDERS:
+        built = FRAME_FAMILY_BUILDERS[family]()
+        built.model.eval()
+        return built
     tokenizer = build_tokenizer()
     vocab_size = len(tokenizer)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -114,10 +173,307 @@ def _build(family: str, seed: int) -> Tiny:
         sizes = dict(size={"shortest_edge": 64 * 64, "longest_edge": 128 * 128 * 8}, patch_size=16)
         processor = Qwen3VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen3VLVideoProcessor(**sizes),
                                      chat_template=CHAT_TEMPLATE)
+    elif family in LLAVA_BUILDERS:
+        return LLAVA_BUILDERS[family]()
     else:
         raise ValueError(f"no tiny builder for {family!r}")
     model.eval()
     return Tiny(family, model, processor)
+
+
+def llava_tokenizer():
+    """A byte-level ``Qwen2Tokenizer`` with the LLaVA placeholders ``<image>`` and ``<video>``."""
+    from transformers import Qwen2Tokenizer
+
+    from vtc.synth.model import byte_level_vocab
+
+    vocab = byte_level_vocab()
+    for token in ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"):
+        vocab[token] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<image>", "<video>"]})
+    return tokenizer
+
+
+def llama_tokenizer():
+    """A real ``LlamaTokenizer``: byte-fallback pieces for all 256 bytes, the metaspace, ``<image>``, ``<video>``."""
+    from transformers import LlamaTokenizer
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for byte in range(256):
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    for token in ("\u2581", "<image>", "<video>", "<pad>"):
+        vocab[token] = len(vocab)
+    tokenizer = LlamaTokenizer(vocab=vocab, merges=[], pad_token="<pad>")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>", "<video>"]})
+    return tokenizer
+
+
+LLAMA_TEMPLATE = "USER: {videos}{question} ASSISTANT:"
+
+
+def _clip_vision(image_size: int = 56) -> dict[str, Any]:
+    return dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, patch_size=14, image_size=image_size, projection_dim=32)
+
+
+def _llava_text_config(model_type: str, vocab_size: int) -> dict[str, Any]:
+    rope = {"rope_type": "default", "rope_theta": 10000.0}
+    return {**_text_config(vocab_size), "model_type": model_type, "rope_parameters": rope}
+
+
+def _llava_ids(tokenizer) -> dict[str, int]:
+    return dict(image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+                video_token_index=tokenizer.convert_tokens_to_ids("<video>"), tie_word_embeddings=True)
+
+
+def _llava_onevision() -> Tiny:
+    """SigLIP 56 px / patch 14 (4x4 patches, pooled to 2x2 per frame) and a Qwen2 language model."""
+    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
+                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor)
+
+    tokenizer = llava_tokenizer()
+    config = LlavaOnevisionConfig(
+        text_config=_llava_text_config("qwen2", len(tokenizer)),
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, patch_size=14, image_size=56, vision_use_head=False),
+        vision_feature_layer=-1, image_grid_pinpoints=[[56, 56]], **_llava_ids(tokenizer),
+    )
+    size = {"height": 56, "width": 56}
+    processor = LlavaOnevisionProcessor(
+        LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=[[56, 56]]), tokenizer,
+        LlavaOnevisionVideoProcessor(size=size), num_image_tokens=16, vision_feature_select_strategy="full",
+    )
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    return Tiny("llava_onevision", model, processor, video_placeholder="<video>", frame_rows=4, video_suffix_rows=1)
+
+
+def _llava_next_video() -> Tiny:
+    """CLIP 56 px / patch 14 (4x4 patches, average-pooled to 2x2 per frame) and a Llama language model."""
+    from transformers import (LlavaNextImageProcessor, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration,
+                              LlavaNextVideoProcessor, LlavaNextVideoVideoProcessor)
+
+    tokenizer = llama_tokenizer()
+    config = LlavaNextVideoConfig(
+        text_config=_llava_text_config("llama", len(tokenizer)), vision_config=_clip_vision(),
+        vision_feature_layer=-2, image_grid_pinpoints=[[56, 56]], **_llava_ids(tokenizer),
+    )
+    sizes = dict(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    processor = LlavaNextVideoProcessor(
+        LlavaNextVideoVideoProcessor(**sizes), LlavaNextImageProcessor(**sizes, image_grid_pinpoints=[[56, 56]]),
+        tokenizer, patch_size=14, vision_feature_select_strategy="default",
+    )
+    model = LlavaNextVideoForConditionalGeneration(config).eval()
+    return Tiny("llava_next_video", model, processor, video_placeholder="<video>", template=LLAMA_TEMPLATE,
+                frame_rows=4)
+
+
+def _video_llava() -> Tiny:
+    """CLIP 56 px / patch 14: per frame the [CLS] and 4x4 patches (17 rows); a Llama language model."""
+    from transformers import (VideoLlavaConfig, VideoLlavaForConditionalGeneration, VideoLlavaImageProcessor,
+                              VideoLlavaProcessor, VideoLlavaVideoProcessor)
+
+    tokenizer = llama_tokenizer()
+    config = VideoLlavaConfig(
+        text_config=_llava_text_config("llama", len(tokenizer)), vision_config=_clip_vision(),
+        vision_feature_layer=-2, **_llava_ids(tokenizer),
+    )
+    sizes = dict(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    processor = VideoLlavaProcessor(
+        VideoLlavaImageProcessor(**sizes), VideoLlavaVideoProcessor(**sizes), tokenizer, patch_size=14,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+    )
+    model = VideoLlavaForConditionalGeneration(config).eval()
+    return Tiny("video_llava", model, processor, video_placeholder="<video>", template=LLAMA_TEMPLATE,
+                frame_rows=16, frame_prefix_rows=1)
+
+
+LLAVA_BUILDERS = {"llava_onevision": _llava_onevision, "llava_next_video": _llava_next_video, "video_llava": _video_llava}
+
+
+def _stages(family: str) -> tuple[str, ...]:
+    from vtc.patches import ADAPTERS
+    from vtc.support import supported_stages
+
+    (adapter,) = [a for a in ADAPTERS if family in a.model_types]
+    return supported_stages(adapter)
+
+
+def unsupported_stages(family: str, spec: str) -> list[str]:
+    """Stages of ``spec`` that vtc refuses on ``family`` (the suites check the refusal instead)."""
+    import vtc
+
+    return [s.method.stage for s in vtc.Pipeline.parse(spec).steps if s.method.stage not in _stages(family)]
+
+
+def families_with(stage: str) -> tuple[str, ...]:
+    """The test families whose adapter can hook ``stage``."""
+    return tuple(f for f in FAMILIES if stage in _stages(f))
+
+
+def byte_tokenizer(specials: tuple[str, ...], eos: str, named: dict[str, str]):
+    """A byte-level ``Qwen2Tokenizer`` with ``specials`` appended; ``named`` become attributes (``tok.video_token``)."""
+    from transformers import Qwen2Tokenizer
+
+    from vtc.synth.model import byte_level_vocab
+
+    vocab = byte_level_vocab()
+    for token in specials:
+        vocab[token] = len(vocab)
+    return Qwen2Tokenizer(vocab=vocab, merges=[], eos_token=eos, pad_token=specials[0], extra_special_tokens=named)
+
+
+def _tiny_text(vocab_size: int, model_type: str) -> dict[str, Any]:
+    return dict(
+        model_type=model_type, vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+    )
+
+
+TINY_VISION = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14)
+
+
+def _left_pad_collate(samples: list[Any], pad_id: int) -> Any:
+    """One left-padded batch from per-sample processor outputs.
+
+    Frame-major pixels ([F, C, H, W], InternVL) are concatenated; per-sample pixels ([1, F, C, H, W],
+    SmolVLM) are padded with all-zero frames, which the model recognises as padding and skips.
+    """
+    from transformers import BatchFeature
+
+    length = max(s["input_ids"].shape[1] for s in samples)
+    ids = torch.full((len(samples), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(samples), length), dtype=torch.long)
+    for b, s in enumerate(samples):
+        n = s["input_ids"].shape[1]
+        ids[b, length - n :], mask[b, length - n :] = s["input_ids"][0], s["attention_mask"][0]
+    batch = {"input_ids": ids, "attention_mask": mask}
+    for key in ("pixel_values", "pixel_attention_mask"):
+        values = [s[key] for s in samples if key in s]
+        if not values:
+            continue
+        if key == "pixel_values" and values[0].ndim == 4:
+            batch[key] = torch.cat(values)
+            continue
+        frames = max(v.shape[1] for v in values)
+        batch[key] = torch.cat([torch.nn.functional.pad(v, (0, 0) * (v.ndim - 2) + (0, frames - v.shape[1])) for v in values])
+    return BatchFeature(batch)
+
+
+def _internvl() -> Tiny:
+    """InternVL: 112 px frames, 14 px patches, pixel shuffle 0.5: 4x4 = 16 tokens per frame (256 in the real model)."""
+    from transformers import (GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration,
+                              InternVLProcessor, InternVLVideoProcessor)
+
+    tokenizer = byte_tokenizer(
+        ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"), "<|im_end|>",
+        {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+         "video_token": "<video>"},
+    )
+    config = InternVLConfig(
+        # A wider weight init than the default 0.02 so the ViT's [CLS] attention is far from uniform.
+        text_config=_tiny_text(len(tokenizer), "qwen2"),
+        vision_config=dict(TINY_VISION, image_size=112, initializer_range=0.3),
+        image_token_id=tokenizer.context_image_token_id, image_seq_length=16, downsample_ratio=0.5,
+        tie_word_embeddings=True,
+    )
+    sizes = dict(size={"height": 112, "width": 112})
+    processor = InternVLProcessor(
+        GotOcr2ImageProcessor(**sizes), tokenizer, InternVLVideoProcessor(**sizes), image_seq_length=16,
+        chat_template=_chat_template("<video>\n", "<|im_start|>", "<|im_end|>\n", "<|im_start|>assistant\n"),
+    )
+
+    def make_inputs(processor: Any, videos: list[np.ndarray], questions: list[str], **kwargs: Any) -> Any:
+        # InternVLProcessor stacks a batch's videos, so it cannot batch clips of different lengths: run
+        # it per sample and left-pad here (the model takes any mix, each frame being one image).
+        samples = [
+            processor(text=[f"<|im_start|>user\n<video>\n{q}<|im_end|>\n<|im_start|>assistant\n"], videos=[v],
+                      return_tensors="pt", **kwargs)
+            for v, q in zip(videos, questions)
+        ]
+        return _left_pad_collate(samples, processor.tokenizer.pad_token_id)
+
+    return Tiny("internvl", InternVLForConditionalGeneration(config), processor, make_inputs=make_inputs)
+
+
+def _smolvlm() -> Tiny:
+    """SmolVLM: 112 px frames, 14 px patches, scale factor 2: 4x4 = 16 tokens per frame (64 in SmolVLM2)."""
+    from transformers import (SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessor,
+                              SmolVLMProcessor, SmolVLMVideoProcessor)
+
+    tokenizer = byte_tokenizer(
+        ("<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<global-img>",
+         "<image>", "<video>"), "<end_of_utterance>",
+        {"fake_image_token": "<fake_token_around_image>", "image_token": "<image>", "global_image_token": "<global-img>",
+         "video_token": "<video>", "end_of_utterance_token": "<end_of_utterance>"},
+    )
+    text = dict(_tiny_text(len(tokenizer), "llama"), pad_token_id=tokenizer.pad_token_id)
+    config = SmolVLMConfig(
+        text_config=text, vision_config=dict(TINY_VISION, image_size=112), scale_factor=2,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    sizes = dict(size={"longest_edge": 112}, max_image_size={"longest_edge": 112})
+    processor = SmolVLMProcessor(
+        SmolVLMImageProcessor(**sizes, do_image_splitting=False), tokenizer, SmolVLMVideoProcessor(**sizes),
+        image_seq_len=16,
+        chat_template=_chat_template("<video>", "<|im_start|>", "<end_of_utterance>\n", "Assistant:"),
+    )
+
+    def make_inputs(processor: Any, videos: list[np.ndarray], questions: list[str], **kwargs: Any) -> Any:
+        # SmolVLMProcessor writes the batch's padded frame count into every prompt ("eight frames" for a
+        # four-frame clip), so batched prompts differ from single ones: run it per sample and collate.
+        samples = [
+            processor(text=[f"<|im_start|>User: <video>{q}<end_of_utterance>\nAssistant:"], videos=[v],
+                      video_metadata=[_metadata(len(v))], do_sample_frames=False, return_tensors="pt", **kwargs)
+            for v, q in zip(videos, questions)
+        ]
+        return _left_pad_collate(samples, processor.tokenizer.pad_token_id)
+
+    return Tiny("smolvlm", SmolVLMForConditionalGeneration(config), processor, make_inputs=make_inputs)
+
+
+def _video_llama_3() -> Tiny:
+    """VideoLLaMA3: 112 px frames, 14 px patches, merge 2: 4x4 = 16 tokens per frame, built-in compression on."""
+    from transformers import (VideoLlama3Config, VideoLlama3ForConditionalGeneration, VideoLlama3ImageProcessor,
+                              VideoLlama3Processor, VideoLlama3VideoProcessor)
+
+    tokenizer = build_tokenizer()
+    config = VideoLlama3Config(
+        text_config=_tiny_text(len(tokenizer), "qwen2"), vision_config=TINY_VISION,
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"), tie_word_embeddings=True,
+    )
+    # The video processor divides longest_edge by the frame count: room for 16 frames of 112x112.
+    processor = VideoLlama3Processor(
+        VideoLlama3ImageProcessor(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112}), tokenizer,
+        VideoLlama3VideoProcessor(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112 * 16}),
+        chat_template=_chat_template("<|video_pad|>\n", "<|im_start|>", "<|im_end|>\n", "<|im_start|>assistant\n"),
+    )
+
+    def make_inputs(processor: Any, videos: list[np.ndarray], questions: list[str], **kwargs: Any) -> Any:
+        processor.tokenizer.padding_side = "left"
+        texts = [f"<|im_start|>user\n<|video_pad|>\n{q}<|im_end|>\n<|im_start|>assistant\n" for q in questions]
+        return processor(text=texts, videos=videos, video_metadata=[_metadata(len(v)) for v in videos],
+                         do_sample_frames=False, padding=True, return_tensors="pt", **kwargs)
+
+    return Tiny("video_llama_3", VideoLlama3ForConditionalGeneration(config), processor, make_inputs=make_inputs)
+
+
+def _chat_template(video_placeholder: str, turn_start: str, turn_end: str, assistant: str) -> str:
+    """A minimal chat template in the family's format: the user's video then text, then the assistant cue."""
+    return (
+        f"{{% for message in messages %}}{turn_start}{{{{ message['role'] }}}}: "
+        f"{{% for part in message['content'] %}}{{% if part['type'] == 'video' %}}{video_placeholder}"
+        f"{{% elif part['type'] == 'text' %}}{{{{ part['text'] }}}}{{% endif %}}{{% endfor %}}{turn_end}{{% endfor %}}"
+        f"{{% if add_generation_prompt %}}{assistant}{{% endif %}}"
+    )
+
+
+FRAME_FAMILY_BUILDERS: dict[str, Callable[[], Tiny]] = {
+    "internvl": _internvl, "smolvlm": _smolvlm, "video_llama_3": _video_llama_3,
+}
 
 
 def tiny(family: str, seed: int = 0) -> Tiny:

@@ -11,7 +11,7 @@ from vtc import Budget, Pipeline
 from vtc.methods.dtd import DTD
 from vtc.methods.fastv import FastV
 
-from .builders import tiny, video
+from .builders import cache_arg, cache_of, tiny, video
 
 
 def _hook_counts(model) -> dict[str, int]:
@@ -130,12 +130,22 @@ def test_budget_validation() -> None:
 
 
 def test_unsupported_model_names_the_supported_families() -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration
 
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32,
-                                         num_hidden_layers=1, num_attention_heads=2))
-    with pytest.raises(ValueError, match="supported: qwen2_5_vl, qwen2_vl, qwen3_vl"):
-        vtc.wrap(model, "dtd")
+    from vtc.patches import supported_model_types
+
+    text = dict(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    image_only = LlavaForConditionalGeneration(LlavaConfig(
+        text_config=dict(model_type="llama", **text),
+        vision_config=dict(model_type="clip_vision_model", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=28, patch_size=14),
+        image_token_index=31,
+    ))
+    supported = ", ".join(supported_model_types())
+    assert "llava_onevision" in supported
+    for model in (LlamaForCausalLM(LlamaConfig(**text)), image_only):
+        with pytest.raises(ValueError, match=f"model_type '{model.config.model_type}'.*supported: {supported}"):
+            vtc.wrap(model, "dtd")
 
 
 def test_layer_outside_the_model_is_refused() -> None:
@@ -155,7 +165,7 @@ def test_new_video_on_an_existing_cache_is_refused() -> None:
     with vtc.compressed(tm.model, "random:0.5"), torch.no_grad():
         out = tm.model(**inputs, use_cache=True)
         with pytest.raises(ValueError, match="existing KV cache"):
-            tm.model(**inputs, past_key_values=out.past_key_values)
+            tm.model(**inputs, **cache_arg(tm.model, cache_of(out)))
 
 
 def test_grid_that_disagrees_with_the_prompt_raises() -> None:

@@ -8,7 +8,7 @@ import torch
 
 import vtc
 
-from .builders import FAMILIES, tiny, video
+from .builders import FAMILIES, cache_arg, cache_of, ROPE_1D_FAMILIES, tiny, unsupported_stages, video
 
 PRUNING_SPECS = ["random:0.3", "dtd:0.25", "dtd", "uniform:0.5"]
 
@@ -23,7 +23,7 @@ def _generate(model, inputs, steps: int = 5):
 
 def _batch(family: str):
     tm = tiny(family)
-    return tm, tm.inputs([video(8), video(4, seed=1)])
+    return tm, tm.inputs(tm.batch_clips())
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -47,8 +47,11 @@ def test_retain_one_is_bit_identical_to_unwrapped(family: str, spec: str) -> Non
 
 
 def _rope_positions(model, inputs) -> torch.Tensor:
-    """The model's own M-RoPE ids for the unmasked prompt."""
-    get_rope_index = model.model.get_rope_index
+    """The model's own position ids for the unmasked prompt: M-RoPE ids, or 0..L-1 for 1D RoPE."""
+    get_rope_index = getattr(model.model, "get_rope_index", None)
+    if get_rope_index is None:
+        batch, length = inputs["input_ids"].shape
+        return torch.arange(length).expand(batch, length)
     accepted = inspect.signature(get_rope_index).parameters
     kwargs = {k: v for k, v in inputs.items() if k in accepted and k != "input_ids"}
     positions, _ = get_rope_index(inputs["input_ids"], **kwargs)
@@ -64,9 +67,8 @@ def test_pruning_equals_full_sequence_with_dropped_tokens_masked(family: str, sp
         stats = tm.model.vtc_stats
     assert sum(stats.tokens_kept) < sum(stats.visual_tokens), "the oracle needs something dropped"
     mask = inputs["attention_mask"].clone()
-    video_id = tm.model.config.video_token_id
     for b, kept in enumerate(stats.kept_indices):
-        rows = ((inputs["input_ids"][b] == video_id) & mask[b].bool()).nonzero().flatten()
+        rows = tm.visual_rows(inputs, b)
         dropped = torch.ones(rows.numel(), dtype=torch.bool)
         dropped[kept] = False
         mask[b, rows[dropped]] = 0
@@ -75,16 +77,51 @@ def test_pruning_equals_full_sequence_with_dropped_tokens_masked(family: str, sp
     torch.testing.assert_close(pruned, masked, rtol=1e-5, atol=1e-5)
 
 
-BATCH_SPECS = [f"{name}:0.3" for name in vtc.list_methods() if name != "uniform"] + [
+@pytest.mark.parametrize("family", ROPE_1D_FAMILIES)
+def test_decoding_without_position_ids_continues_at_original_length(family: str) -> None:
+    """A hand-written decode loop passes no position ids: the new token must sit at L + step, not at the
+    shorter cache length, exactly as in the full sequence with the dropped tokens masked out."""
+    tm, inputs = _batch(family)
+    with vtc.compressed(tm.model, "random:0.3"), torch.no_grad():
+        prefill = tm.model(**inputs, use_cache=True)
+        stats = tm.model.vtc_stats
+        pruned = _decode_steps(tm.model, inputs["attention_mask"], prefill)
+    mask = inputs["attention_mask"].clone()
+    for b, kept in enumerate(stats.kept_indices):
+        dropped = torch.ones(len(tm.visual_rows(inputs, b)), dtype=torch.bool)
+        dropped[kept] = False
+        mask[b, tm.visual_rows(inputs, b)[dropped]] = 0
+    with torch.no_grad():
+        full = tm.model(**{**inputs, "attention_mask": mask}, position_ids=_rope_positions(tm.model, inputs), use_cache=True)
+        masked = _decode_steps(tm.model, mask, full)
+    for got, want in zip(pruned, masked):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _decode_steps(model, mask: torch.Tensor, out, steps: int = 3) -> list[torch.Tensor]:
+    """Greedy decoding by hand, passing only the new token, the cache and the padding mask."""
+    logits, cache = [], cache_of(out)
+    for _ in range(steps):
+        token = out.logits[:, -1].argmax(dim=-1, keepdim=True)
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        out = model(input_ids=token, attention_mask=mask, use_cache=True, **cache_arg(model, cache))
+        logits.append(out.logits[:, -1])
+    return logits
+
+
+SELECTORS = [name for name in vtc.list_methods() if vtc.get_method(name).stage == "select"]
+BATCH_SPECS = [f"{name}:0.3" for name in vtc.list_methods() if name != "uniform" and name not in SELECTORS] + [
     "uniform:0.5", "pool", "dtd:0.6>fastv@2:0.5",
-]
+] + [f"{name}:0.5" for name in SELECTORS]  # at 0.3 both test clips would keep one frame group
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("spec", BATCH_SPECS)
 def test_left_padded_batch_equals_samples_one_by_one(family: str, spec: str) -> None:
+    if unsupported_stages(family, spec):
+        pytest.skip(f"{family} refuses stages {unsupported_stages(family, spec)} (checked in the conformance suite)")
     tm = tiny(family)
-    clips = [video(8), video(4, seed=1)]
+    clips = tm.batch_clips()
     with vtc.compressed(tm.model, spec):
         batched = _generate(tm.model, tm.inputs(clips))
         counts = tm.model.vtc_stats.tokens_kept
@@ -112,7 +149,7 @@ def test_fastv_keeps_the_tokens_eager_attention_ranks_highest(family: str) -> No
             out = tm.model(**inputs, output_attentions=True)
     finally:
         tm.model.set_attn_implementation("sdpa")
-    rows = (inputs["input_ids"][0] == tm.model.config.video_token_id).nonzero().flatten()
+    rows = tm.visual_rows(inputs, 0)
     scores = out.attentions[layer - 1][0, :, -1, :].mean(dim=0)[rows]
     expected = torch.sort(torch.sort(scores, descending=True, stable=True).indices[: len(kept)]).values
     assert kept == expected.tolist()

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from vtc import Budget, VisualTokens
-from vtc.methods.fastvid import FastVID, ats_saliency, fastvid_select
+from vtc.methods.fastvid import FastVID, fastvid_select
+from vtc.saliency import ats_saliency
 
 from .vectors import load, parametrize_cases
 

@@ -3,6 +3,7 @@ from .api import compressed, is_wrapped, unwrap, wrap
 from .budget import Budget
 from .method import Method, ScoreMethod
 from .pipeline import Pipeline, Step
+from .processor import VideoProcessor
 from .registry import get as get_method
 from .registry import list_methods, register
 from .stats import CompressionStats
@@ -18,6 +19,6 @@ def supported_model_types() -> list[str]:
 
 
 __all__ = [
-    "Budget", "CompressionStats", "Method", "Pipeline", "ScoreMethod", "Selection", "Step", "VisualTokens",
+    "Budget", "CompressionStats", "Method", "Pipeline", "ScoreMethod", "Selection", "Step", "VideoProcessor", "VisualTokens",
     "compressed", "get_method", "is_wrapped", "list_methods", "register", "supported_model_types", "unwrap", "wrap",
 ]

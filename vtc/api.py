@@ -11,7 +11,8 @@ from .engine import Engine
 from .method import Method
 from .pipeline import Pipeline, as_pipeline
 
-_ENGINE_ATTR = "_vtc_engine"
+ENGINE_ATTR = "_vtc_engine"
+TRAINED_PREFIX = "trained:"
 
 
 def wrap(
@@ -26,31 +27,55 @@ def wrap(
     """Hook ``model`` so every forward/generate compresses its video tokens; returns the same object.
 
     ``method`` is a registered name (``vtc.list_methods()``), a spec such as ``"dtd:0.5>fastv@2:0.5"``,
-    a method instance or a ``Pipeline``. ``retain``/``tokens``/``scope`` set the budget of every step
+    a method instance or a ``Pipeline``; ``"trained:PATH"`` loads a ``vtc train`` adapter (its LoRA
+    weights go into the model until ``unwrap``). ``retain``/``tokens``/``scope`` set the budget of every step
     that has none of its own; extra keyword arguments set knobs of a single named method.
     Wrapping an already wrapped model replaces the previous compression.
     """
     unwrap(model)
     adapter = _adapter_for(model)
-    engine = Engine(model, adapter, as_pipeline(method, **method_kwargs), Budget(retain, tokens, scope))
+    remove_adapter = None
+    if isinstance(method, str) and method.startswith(TRAINED_PREFIX):
+        path = method[len(TRAINED_PREFIX):]
+        method, remove_adapter = _attach_trained(model, path, method_kwargs)
+    try:
+        engine = Engine(model, adapter, as_pipeline(method, **method_kwargs), Budget(retain, tokens, scope))
+    except Exception:
+        if remove_adapter is not None:
+            remove_adapter()
+        raise
+    if remove_adapter is not None:
+        engine.on_remove(remove_adapter)
+        # Removing this engine unloads the LoRA layers, so a scope that removed it must wrap anew.
+        engine.rewrap = lambda: wrap(model, TRAINED_PREFIX + path, retain=retain, tokens=tokens, scope=scope)
     engine.install()
-    setattr(model, _ENGINE_ATTR, engine)
+    setattr(model, ENGINE_ATTR, engine)
     return model
+
+
+def _attach_trained(model: nn.Module, path: str, method_kwargs: dict[str, Any]):
+    """``"trained:PATH"``: the LoRA adapter goes into the model (removed again by ``unwrap``) and the
+    compressor saved beside it becomes the method."""
+    if method_kwargs:
+        raise TypeError("a trained compressor takes no method keyword arguments; its knobs are its saved config")
+    from .trained import attach
+
+    return attach(model, path)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
     """Remove every vtc hook from ``model`` (a no-op on a model that is not wrapped)."""
-    engine = getattr(model, _ENGINE_ATTR, None)
+    engine = getattr(model, ENGINE_ATTR, None)
     if engine is not None:
         engine.remove()
-        delattr(model, _ENGINE_ATTR)
+        delattr(model, ENGINE_ATTR)
     if hasattr(model, "vtc_stats"):
         del model.vtc_stats
     return model
 
 
 def is_wrapped(model: nn.Module) -> bool:
-    return getattr(model, _ENGINE_ATTR, None) is not None
+    return getattr(model, ENGINE_ATTR, None) is not None
 
 
 @contextlib.contextmanager
@@ -59,17 +84,19 @@ def compressed(model: nn.Module, method: str | Method | Pipeline, **kwargs: Any)
 
     A compression that was active before the block is restored after it.
     """
-    previous = getattr(model, _ENGINE_ATTR, None)
+    previous = getattr(model, ENGINE_ATTR, None)
     if previous is not None:
         previous.remove()
-        delattr(model, _ENGINE_ATTR)
+        delattr(model, ENGINE_ATTR)
     try:
         yield wrap(model, method, **kwargs)
     finally:
         unwrap(model)
-        if previous is not None:
+        if previous is not None and getattr(previous, "rewrap", None) is not None:
+            previous.rewrap()
+        elif previous is not None:
             previous.install()
-            setattr(model, _ENGINE_ATTR, previous)
+            setattr(model, ENGINE_ATTR, previous)
 
 
 def _adapter_for(model: nn.Module):

@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--markdown", action="store_true", help="print the README's support tables")
     listing.set_defaults(handler=_list)
     _add_optional_commands(commands)
+    _add_bench(commands)
     return parser
 
 
@@ -47,10 +48,19 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
 
 def _add_optional_commands(commands: argparse._SubParsersAction) -> None:
     """Subcommands that live beside the core (the synthetic benchmark ships in the same package)."""
+    from .trained.cli import register_cli as register_train
+
+    register_train(commands)
     try:
         from .synth.cli import register_cli
     except ImportError:
         return
+    register_cli(commands)
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> None:
+    from .bench.cli import register_cli
+
     register_cli(commands)
 
 
@@ -76,6 +86,8 @@ def _run(args: argparse.Namespace) -> int:
           + (" (clamped: fewer frames exist than requested)" if video.clamped else ""))
     if stats is not None:
         print(stats.table())
+        if stats.selected_frames:
+            print(f"frames kept by the select stage (source indices): {[int(video.indices[f]) for f in stats.selected_frames[0]]}")
     if baseline and compressed:
         print(f"prefill: {baseline.ms:.1f} ms uncompressed -> {compressed.ms:.1f} ms compressed "
               f"({baseline.ms / compressed.ms:.2f}x, best of {compressed.repeats})")

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from . import attention
 from .budget import Budget
@@ -59,11 +60,12 @@ class Engine:
         self.model, self.adapter, self.pipeline, self.budget = model, adapter, pipeline, budget
         self.prefill_steps = pipeline.of_stage("prefill")
         self.layer_steps = pipeline.of_stage("layer")
-        unsupported = [s.method.name for s in pipeline.steps if s.method.stage not in ("prefill", "layer")]
+        unsupported = [s.method.name for s in pipeline.steps if s.method.stage not in ("select", "prefill", "layer")]
         if unsupported:
             raise NotImplementedError(
-                f"methods {unsupported} act at a stage this version of vtc cannot hook yet (prefill and layer only)"
+                f"methods {unsupported} act at a stage this version of vtc cannot hook yet (select, prefill and layer only)"
             )
+        self.select = select_stage(self, pipeline.of_stage("select"))
         self.num_layers = len(adapter.decoder_layers())
         for step in self.layer_steps:
             if not 1 <= step.method.layer < self.num_layers:
@@ -74,17 +76,33 @@ class Engine:
         self.state: _Forward | None = None
         self._captured: dict[str, Any] | None = None
         self._encoded_video: dict[str, Any] = {}
+        self._encoding_video = False
         self._removers: list[Callable[[], None]] = []
+        self._cache_key = cache_kwarg(adapter.language_model())
 
     # -- installation --------------------------------------------------------------------------------
     def install(self) -> None:
         base, lm = self.adapter.base_model(), self.adapter.language_model()
         self._removers.append(base.register_forward_pre_hook(self._capture, with_kwargs=True).remove)
+        if self.select is not None:
+            self._removers.append(self.select.install(base))
         self._removers.append(self._record_video_encoding(base))
         self._removers.append(lm.register_forward_pre_hook(self._language_model_pre_hook, with_kwargs=True).remove)
         if self.layer_steps:
             self._install_layer_stage()
+        if self._prefill_needs("vision_saliency"):
+            self._removers.extend(self.adapter.record_vision_saliency(self._on_vision_saliency) or [])
         self._removers.extend(self.adapter.install(self))
+
+    @property
+    def prefill_compaction(self) -> Compaction | None:
+        """Which prompt rows entered the LLM in the latest prefill (None before one): trainers use it to
+        line full-length labels up with the compressed logits."""
+        return None if self.state is None else self.state.prefill
+
+    def on_remove(self, remover: Callable[[], None]) -> None:
+        """Run ``remover`` when this engine is removed (after its own hooks), e.g. to unload a LoRA adapter."""
+        self._removers.insert(0, remover)
 
     def remove(self) -> None:
         while self._removers:
@@ -117,16 +135,29 @@ class Engine:
         (``mm_encoder_outputs``), so the grid and pixels must be caught where they are encoded.
         The wrapper is an instance attribute, removed by ``unwrap``.
         """
-        original = base.get_video_features
+        name = self.adapter.video_encoder  # InternVL and SmolVLM encode frames with get_image_features
+        original = getattr(base, name)
         signature = inspect.signature(original)
 
-        def get_video_features(*args: Any, **kwargs: Any):
+        def encode_video(*args: Any, **kwargs: Any):
             bound = signature.bind(*args, **kwargs)
             self._encoded_video = dict(bound.arguments)
-            return original(*args, **kwargs)
+            self._encoding_video = True
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._encoding_video = False
 
-        base.get_video_features = functools.wraps(original)(get_video_features)
-        return lambda: delattr(base, "get_video_features")
+        setattr(base, name, functools.wraps(original)(encode_video))
+        return lambda: delattr(base, name)
+
+    def _prefill_needs(self, what: str) -> bool:
+        return any(what in step.method.needs for step in self.prefill_steps)
+
+    def _on_vision_saliency(self, per_video: list[torch.Tensor]) -> None:
+        """Keep the vision tower's saliency of videos (not of images encoded by the same tower)."""
+        if self._encoding_video:
+            self._encoded_video.setdefault("vision_saliency", []).extend(per_video)
 
     # -- prefill stage -----------------------------------------------------------------------------
     def _capture(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -137,7 +168,7 @@ class Engine:
         encoded, self._encoded_video = self._encoded_video, {}
         if captured is not None:
             captured = {**encoded, **{k: v for k, v in captured.items() if v is not None}}
-        cache = kwargs.get("past_key_values")
+        cache = kwargs.get(self._cache_key)
         if cache is not None and getattr(cache, "is_compileable", False):
             raise ValueError(
                 "vtc cannot compress into a static/compileable KV cache (its length is fixed); "
@@ -165,15 +196,23 @@ class Engine:
         return bool((input_ids == self.adapter.visual_token_id()).any())
 
     def _prefill(self, captured: dict, kwargs: dict):
+        kwargs, created_cache = self._with_cache(kwargs)
         embeds, mask = kwargs["inputs_embeds"], kwargs.get("attention_mask")
-        if kwargs.get("position_ids") is None:
-            raise ValueError("vtc needs the model's position ids at the language model; none were computed")
+        positions = kwargs.get("position_ids")
+        if positions is None:
+            positions = self._default_prefill_positions(embeds)
         input_ids = captured["input_ids"].to(embeds.device)
-        visual = input_ids == self.adapter.visual_token_id()
+        placeholders = input_ids == self.adapter.visual_token_id()
         if mask is not None:
-            visual &= mask.bool()
-        layouts = self.adapter.layouts(captured, visual)
+            placeholders &= mask.bool()
+        layouts = self.adapter.layouts(captured, placeholders)
+        # Only the rows a layout lists are offered to methods; other placeholder rows (LLaVA-OneVision's
+        # newline, Video-LLaVA's per-frame [CLS]) are kept like text.
+        visual = torch.zeros_like(placeholders)
+        for b, lay in enumerate(layouts):
+            visual[b, lay.rows] = True
         stats = CompressionStats(visual_tokens=[int(lay.rows.numel()) for lay in layouts], num_layers=self.num_layers)
+        stats.notes += [f"sample {b}: {note}" for b, lay in enumerate(layouts) for note in lay.notes]
         tokens = [
             VisualTokens(
                 features=embeds[b, lay.rows], coords=lay.coords, frame=lay.frame, time=lay.time, index=lay.rows,
@@ -181,12 +220,22 @@ class Engine:
             )
             for b, lay in enumerate(layouts)
         ]
-        if any("pixels" in s.method.needs for s in self.prefill_steps):
+        if self._prefill_needs("query"):
+            for b, tok in enumerate(tokens):
+                tok.extras["question"] = question_rows(embeds[b], visual[b], None if mask is None else mask[b])
+                tok.query = tok.extras["question"].mean(dim=0)
+        if self._prefill_needs("pixels"):
             pixels = self.adapter.pixels(captured, [len(t) for t in tokens])
             if pixels is None:
                 raise ValueError("this method needs the raw video pixels (pixel_values_videos), which were not passed")
             for tok, pix in zip(tokens, pixels):
                 tok.pixels = pix
+        if self.select is not None:
+            tokens = self.select.apply(tokens, embeds, visual, stats)
+        else:
+            _copy_processor_selection(self.model, captured, stats)
+        if captured.get("vision_saliency") and self._prefill_needs("vision_saliency"):
+            _attach_vision_saliency(tokens, captured["vision_saliency"], [int(lay.rows.numel()) for lay in layouts])
         replaced = False
         for step in self.prefill_steps:
             tokens, merged = self._run_step(step, tokens, stats, layer=None)
@@ -206,22 +255,47 @@ class Engine:
         for b, tok in enumerate(tokens):
             tok.index = new_rows(compaction, tok.index, b)
         self.state = _Forward(
-            cache=kwargs.get("past_key_values"), orig_len=kept.shape[1], prefill=compaction, rewritten=rewrite,
+            cache=kwargs.get(self._cache_key), orig_len=kept.shape[1], prefill=compaction, rewritten=rewrite,
             n_dropped=(~kept).sum(dim=1), mask_2d=new_mask, visual=tokens,
         )
         if not rewrite:
-            return None
+            return args_kwargs(kwargs) if created_cache else None
         kwargs = dict(kwargs)
         kwargs["inputs_embeds"] = compaction.rows(embeds)
         kwargs["attention_mask"] = new_mask
-        kwargs["position_ids"] = self._compact_positions(kwargs["position_ids"], compaction, new_mask)
+        kwargs["position_ids"] = self._compact_positions(positions, compaction, new_mask)
         self.adapter.compact_lm_kwargs(kwargs, compaction.gather, compaction.valid, kept)
         return args_kwargs(kwargs)
+
+    def _with_cache(self, kwargs: dict) -> tuple[dict, bool]:
+        """Create the KV cache the language model would create itself, so decode steps can be recognised.
+
+        A plain ``model(**inputs, use_cache=True)`` reaches the language model without a cache; the
+        one it makes inside would be unknown to vtc, and a hand-written decode loop on it would not
+        get its mask and positions mapped onto the shorter cache.
+        """
+        use_cache = kwargs.get("use_cache")
+        if use_cache is None:
+            use_cache = getattr(self.adapter.text_config(), "use_cache", False)
+        if kwargs.get(self._cache_key) is not None or not use_cache:
+            return kwargs, False
+        return {**kwargs, self._cache_key: DynamicCache(config=self.adapter.text_config())}, True
+
+    def _default_prefill_positions(self, embeds: torch.Tensor) -> torch.Tensor:
+        """The ids a 1D-RoPE language model computes itself when given none (0..L-1, padding included).
+
+        Made explicit so kept tokens keep them after the shorter sequence is built; M-RoPE families
+        always compute theirs in the base model, so a missing one there means something is wrong.
+        """
+        if self.adapter.rope != "1d":
+            raise ValueError("vtc needs the model's M-RoPE position ids at the language model; none were computed")
+        batch, length = embeds.shape[:2]
+        return torch.arange(length, device=embeds.device).expand(batch, length)
 
     @staticmethod
     def _compact_positions(positions: torch.Tensor, compaction: Compaction, new_mask: torch.Tensor) -> torch.Tensor:
         if positions.ndim == 2:
-            return compaction.rows(positions)
+            return compaction.rows(positions.expand(compaction.gather.shape[0], -1))
         out = compaction.rows(positions, seq_dim=2)
         if out.shape[0] == 4:  # row 0 = text positions, used only for masks / flash-attention packing
             out = out.clone()
@@ -271,11 +345,23 @@ class Engine:
         kwargs = dict(kwargs)
         kwargs["attention_mask"] = new_mask
         positions = kwargs.get("position_ids")
+        if positions is None and self.adapter.rope == "1d":
+            kwargs["position_ids"] = self._continued_positions(q_len, new_mask.device)
         if positions is not None and positions.ndim == 3 and positions.shape[0] == 4:
             positions = positions.clone()
             positions[0] -= state.n_dropped.to(positions.device)[:, None]
             kwargs["position_ids"] = positions
         return args_kwargs(kwargs)
+
+    def _continued_positions(self, q_len: int, device: torch.device) -> torch.Tensor:
+        """1D ids for new tokens when the caller passed none: original prompt length + step.
+
+        The language model would count from the (shorter) cache length instead, shifting every
+        decoded token by the number of dropped rows.
+        """
+        state = self.state
+        start = state.cache.get_seq_length() + state.orig_len - state.prefill.gather.shape[1]
+        return torch.arange(start, start + q_len, device=device)[None]
 
     # -- layer stage ---------------------------------------------------------------------------------
     def _record(self, module: nn.Module, attn: torch.Tensor) -> None:
@@ -367,6 +453,69 @@ class Engine:
             raise RuntimeError("deepstack features do not match the sequence and no vtc layer cut explains why")
         cut = self.state.cuts[-1].composed
         return masks.gather(1, cut.gather) & cut.valid, embeds[cut.kept[masks]]
+
+
+def question_rows(embeds: torch.Tensor, visual: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Input embeddings [L, D] of one sample's text after its last visual row (the question and prompt tail).
+
+    Methods that declare ``needs={"query"}`` get these as ``extras["question"]`` and their mean as ``query``.
+    """
+    rows = torch.arange(visual.shape[0], device=visual.device)
+    after = rows > int(rows[visual].max()) if bool(visual.any()) else torch.ones_like(visual)
+    if mask is not None:
+        after &= mask.bool()
+    if not bool(after.any()):
+        raise ValueError("this method needs the question, but no text follows the video in the prompt")
+    return embeds[after]
+
+
+def _attach_vision_saliency(tokens: list[VisualTokens], per_video: list[torch.Tensor], full_sizes: list[int]) -> None:
+    """Give each sample its videos' saliency over all of its original visual tokens (videos are in
+    prompt order). When a select stage encoded only the chosen frames, those fill the kept rows."""
+    flat = torch.cat(per_video).to(tokens[0].features.device)
+    sizes = [len(t) for t in tokens]
+    if flat.numel() == sum(full_sizes):
+        parts = flat.split(full_sizes)
+    elif flat.numel() == sum(sizes):
+        parts = []
+        for tok, part, full in zip(tokens, flat.split(sizes), full_sizes):
+            whole = part.new_zeros(full)
+            whole[tok.source] = part
+            parts.append(whole)
+    else:
+        raise ValueError(
+            f"the vision tower reported saliency for {flat.numel()} video tokens but the prompts hold {sum(full_sizes)}"
+        )
+    for tok, part in zip(tokens, parts):
+        tok.extras["vision_saliency"] = part
+
+
+def select_stage(engine: Engine, steps: list[Step]) -> Any:
+    """The select-stage driver (vtc/select/stage.py) when the pipeline has a select step."""
+    if not steps:
+        return None
+    from .select.stage import SelectStage
+
+    return SelectStage(engine, steps)
+
+
+def cache_kwarg(module: nn.Module) -> str:
+    """The name under which ``module.forward`` takes its KV cache.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name is still accepted by
+    the models, but a pre-hook sees whichever name the caller used, and the models use the new one).
+    """
+    parameters = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _copy_processor_selection(model: nn.Module, captured: dict, stats: CompressionStats) -> None:
+    """Frames chosen by vtc.VideoProcessor for these inputs (select stage before the processor) go to the stats."""
+    from .processor import processor_selection
+
+    record = processor_selection(model, captured)
+    if record is not None:
+        stats.selected_frames, stats.selected_times, stats.scenes = record.selected_frames, record.selected_times, record.scenes
 
 
 def _prefill_layer_mask(local: Compaction, mask: torch.Tensor | None, hidden: torch.Tensor, flash: bool):

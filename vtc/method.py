@@ -15,7 +15,7 @@ class Method:
     """A compression method: a dataclass of validated knobs plus ``compress``.
 
     Subclasses set ``name`` and ``stage`` and declare which optional inputs they need
-    (``needs`` is a subset of {"attn", "pixels", "query"}) so the engine can provide them
+    (``needs`` is a subset of {"attn", "pixels", "query", "vision_saliency"}) so the engine can provide them
     and refuse clearly when a family cannot. Layer-stage methods also have an int ``layer``.
     """
 

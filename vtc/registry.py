@@ -37,4 +37,4 @@ def list_methods() -> list[str]:
 
 
 def _load_builtin_methods() -> None:
-    from . import methods  # noqa: F401  (importing registers the built-in methods)
+    from . import methods, select  # noqa: F401  (importing registers the built-in methods and selectors)

@@ -37,6 +37,11 @@ class CompressionStats:
     stages: list[StageRecord] = field(default_factory=list)
     num_layers: int = 0
     notes: list[str] = field(default_factory=list)
+    # select stage (vtc/select): per sample, the frames the model input was built from, the times
+    # of the kept frame groups (seconds) and where scenes start (``scenes`` selector)
+    selected_frames: list[list[int]] = field(default_factory=list)
+    selected_times: list[list[float]] = field(default_factory=list)
+    scenes: list[list[int]] = field(default_factory=list)
 
     @property
     def tokens_kept(self) -> list[int]:

@@ -15,20 +15,31 @@ def method_rows() -> list[tuple[str, str, str]]:
     return rows
 
 
-def family_rows() -> list[tuple[str, str, str, str]]:
+def supported_stages(adapter: type) -> tuple[str, ...]:
+    """The stages vtc can hook on a family: select needs an adapter that thumbnails frame groups."""
+    stages = ("prefill", "layer") if adapter.supports_layer_stage else ("prefill",)
+    return ("select", *stages) if hasattr(adapter, "group_thumbnails") else stages
+
+
+def family_rows() -> list[tuple[str, ...]]:
+    """(family, model types, positions, stages, methods, batch, known limits) per adapter."""
     from .patches import ADAPTERS
 
     rows = []
     for adapter in ADAPTERS:
-        stages = "prefill, layer" if adapter.supports_layer_stage else "prefill"
-        rows.append((adapter.family, ", ".join(adapter.model_types), adapter.rope, stages))
+        stages = supported_stages(adapter)
+        methods = [name for name in list_methods() if get(name).stage in stages]
+        runs = "all" if len(methods) == len(list_methods()) else ", ".join(f"`{m}`" for m in methods)
+        rows.append((adapter.family, ", ".join(adapter.model_types), adapter.rope, ", ".join(stages), runs,
+                     adapter.batch_note, adapter.known_limits or "-"))
     return rows
 
 
 def markdown_tables() -> str:
     lines = [README_BEGIN, "", "| method | stage | what it does |", "|---|---|---|"]
     lines += [f"| `{n}` | {s} | {d} |" for n, s, d in method_rows()]
-    lines += ["", "| family | `model_type` | positions | stages | batch |", "|---|---|---|---|---|"]
-    lines += [f"| {f} | `{t}` | {r} | {s} | left-padded, per-sample budgets |" for f, t, r, s in family_rows()]
+    lines += ["", "| family | `model_type` | positions | stages | methods | batch | known limits |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {f} | `{t}` | {r} | {s} | {m} | {b} | {k} |" for f, t, r, s, m, b, k in family_rows()]
     lines += ["", README_END]
     return "\n".join(lines)

@@ -11,7 +11,7 @@ What makes a model this small learn on two CPU cores:
   ("first", "second", ...), which the LLM can only compute from earlier visual tokens;
 * AdamW at 1e-3 with a warm-up-stable-decay schedule.
 
-Run: ``python -m vtc.synth.train --seed 0 --out vtc/assets/reference-model``
+Run: ``python -m vtc.synth.train --seed 1 --out vtc/assets/reference-model`` (the shipped model)
 """
 from __future__ import annotations
 

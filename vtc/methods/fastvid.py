@@ -29,24 +29,6 @@ PRESETS: dict[str, dict[str, float]] = {
 DTM_NEIGHBOURS = 4  # k of the DPC-KNN density, hard-coded officially
 
 
-def ats_saliency(q: torch.Tensor, k: torch.Tensor, grid_thw: tuple[int, int, int], merge: int = 2) -> torch.Tensor:
-    """ATS saliency [T, gh*gw/merge^2] from the last ViT block's rotated queries and keys.
-
-    ``q``, ``k``: [T*gh*gw, heads, head_dim] in merge-unit order (the ``merge**2`` patches of a
-    unit are consecutive, units in raster order, frames major). Per frame and head, the pseudo-[CLS]
-    query (mean over all the frame's patches) attends over the merge units' mean keys; softmax in
-    float32, then the mean over heads. The official code runs on window-ordered tokens and
-    un-permutes the result, which is the same thing since it only ever acts on whole units.
-    """
-    t, gh, gw = (int(v) for v in grid_thw)
-    unit = merge * merge
-    heads, head_dim = q.shape[1], q.shape[2]
-    pseudo_cls = q.float().view(t, gh * gw, heads, head_dim).mean(dim=1)  # [T, H, hd]
-    unit_keys = k.float().view(t, gh * gw // unit, unit, heads, head_dim).mean(dim=2)  # [T, M, H, hd]
-    logits = torch.einsum("thd,tmhd->thm", pseudo_cls, unit_keys) / math.sqrt(head_dim)
-    return torch.softmax(logits, dim=-1).mean(dim=1)
-
-
 @dataclass
 class FastVIDResult:
     """Outputs of :func:`fastvid_select`, global indices are ``t * N + i`` (as the reference vectors)."""
@@ -243,10 +225,11 @@ class FastVID(Method):
 
     Deviations from the official code:
 
-    * ATS input: until a vision hook provides ``extras["vision_saliency"]`` (a per-row tensor, or
-      the whole video's :func:`ats_saliency` indexed through ``tokens.source``), the saliency is the
-      card's fallback computed on the LLM-input features, softmax over each frame of
-      mean_token . x / sqrt(D); the fallback is recorded in the notes.
+    * ATS input: on Qwen models the engine hooks the vision tower's last block and hands each
+      token the pseudo-[CLS] saliency of :func:`vtc.saliency.ats_saliency` (``extras["vision_saliency"]``),
+      as the official code computes it. Families whose vision tower vtc cannot read (or tokens
+      given without it) fall back to the card's mean LLM-input token as pseudo-[CLS] query
+      (softmax over each frame of mean_token . x / sqrt(D)); the fallback is recorded in the notes.
     * Short videos: DySeg needs T >= c (torch.topk raises otherwise); c is clamped to T, which makes
       every frame its own segment, as official with T == c; the clamp is noted.
     * int(N*r) == 0 makes the official code crash (negative salient count); it is raised to 1.
@@ -269,6 +252,7 @@ class FastVID(Method):
     dtm_p: int | None = None
     dtm_beta: float | None = None
     stage = "prefill"
+    needs = frozenset({"vision_saliency"})
     budget_knob = ("retention_ratio", "retention_ratio= (the paper's r)")
     whole_video_only = "moves tokens between frames (whole frames can get none)"
 

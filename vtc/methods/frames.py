@@ -7,6 +7,11 @@ import torch
 
 from ..tokens import VisualTokens
 
+HOLES = (
+    ": an earlier step (a method, or the model's own processor such as VideoLLaMA3's use_token_compression) "
+    "removed different positions in different frames"
+)
+
 
 def mean_token_saliency(features: torch.Tensor) -> torch.Tensor:
     """Fallback saliency [T, N]: per frame, softmax of mean_token . x / sqrt(D) (one pseudo-[CLS] query).
@@ -28,14 +33,14 @@ def whole_frames(tokens: VisualTokens, method: str) -> torch.Tensor:
     frames = tokens.frames()
     sizes = {int(rows.numel()) for rows in frames}
     if len(sizes) != 1:
-        raise ValueError(f"{method} needs every frame to hold the same positions, got frame sizes {sorted(sizes)}")
+        raise ValueError(f"{method} needs every frame to hold the same positions, got frame sizes {sorted(sizes)}{HOLES}")
     rows = torch.stack(frames)
     h, w = tokens.coords[rows, 1], tokens.coords[rows, 2]
     key = h * (int(w.max()) + 1) + w
     order = torch.argsort(key, dim=1, stable=True)
     rows, key = rows.gather(1, order), key.gather(1, order)
     if not bool((key == key[:1]).all()):
-        raise ValueError(f"{method} needs every frame to hold the same (h, w) positions; an earlier stage removed different ones")
+        raise ValueError(f"{method} needs every frame to hold the same (h, w) positions{HOLES}")
     return rows
 
 

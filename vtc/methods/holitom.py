@@ -218,10 +218,11 @@ class HoliTom(Method):
     frame; a dynamic token is its own row; a merged contextual token (D > 0) its centre's row.
 
     Saliency: the official input is the SigLIP last-layer attention averaged over heads and
-    queries. vtc reads ``tokens.extras["vision_saliency"]`` (per row, or the whole video's indexed
-    through ``tokens.source``), else ``tokens.attn``, else falls back to the mean-token
-    pseudo-[CLS] attention over each frame's LLM-input tokens (:func:`vtc.methods.frames.mean_token_saliency`), with
-    a note.
+    queries. On Qwen models the engine reads the vision tower's last block and supplies the
+    pseudo-[CLS] (mean query) attention of :func:`vtc.saliency.ats_saliency`, the same reading
+    FastVID uses for a ViT without [CLS] (mean over queries taken on the logits, not on the
+    probabilities); else ``tokens.attn``; else the mean-token pseudo-[CLS] attention over each
+    frame's LLM-input tokens (:func:`vtc.methods.frames.mean_token_saliency`), with a note.
 
     Deviations from the official code:
 
@@ -249,6 +250,7 @@ class HoliTom(Method):
     inner_layer: int | None = None
     inner_ratio: float | None = None
     stage = "prefill"
+    needs = frozenset({"vision_saliency"})
     budget_knob = ("retain_ratio", "retain_ratio= (RETAIN_RATIO)")
     whole_video_only = "merges static tokens over whole windows of frames"
 

@@ -1,0 +1,92 @@
+"""1D-RoPE families whose video placeholders are whole frames of a fixed token grid (the LLaVA line).
+
+Each video fills ``frames x (prefix + H*W) + suffix`` consecutive placeholder rows: per frame an
+optional prefix (Video-LLaVA's [CLS]) and the H x W grid in raster order, then an optional suffix
+per video (LLaVA-OneVision's newline). Only the grid rows are offered to methods; prefix and suffix
+rows are kept like text, so a method can never drop a newline or a [CLS].
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .base import FamilyAdapter, VisualLayout
+
+
+class FrameGridAdapter(FamilyAdapter):
+    """Shared layout reading for families whose every video frame yields the same token grid.
+
+    Subclasses give ``frame_grid`` (H, W) and the per-frame prefix / per-video suffix row counts.
+    Token times are frame indices (1 frame = 1 "second"): these models are not told the sampling
+    rate, so vtc does not know it either; no method depends on absolute times.
+    """
+
+    rope = "1d"
+    batch_note = "left-padded, per-sample budgets; videos batched together need equal frame counts (processor)"
+    known_limits = "no per-token pixels (`dtd(mode=pixel)` refuses); token times are frame indices"
+    frame_prefix_rows: int = 0
+    video_suffix_rows: int = 0
+
+    def visual_token_id(self) -> int:
+        return int(self.config.video_token_id)
+
+    def frame_grid(self) -> tuple[int, int]:
+        """(H, W) tokens of one frame as they enter the language model."""
+        raise NotImplementedError
+
+    def layouts(self, captured: dict[str, Any], visual_mask: torch.Tensor) -> list[VisualLayout]:
+        counts = visual_mask.sum(dim=1).tolist()
+        device = visual_mask.device
+        if not any(counts):
+            return [empty_layout(device) for _ in counts]
+        videos = captured.get("pixel_values_videos")
+        if videos is None or videos.ndim != 5:
+            raise ValueError(
+                f"the prompt has {self.family} video tokens but no pixel_values_videos [videos, frames, C, H, W] "
+                "reached the model, so vtc cannot tell which rows belong to which frame"
+            )
+        frames = int(videos.shape[1])
+        height, width = self.frame_grid()
+        per_frame = self.frame_prefix_rows + height * width
+        per_video = frames * per_frame + self.video_suffix_rows
+        offsets = self._grid_offsets(frames, height, width, device)
+        layouts, seen = [], 0
+        for sample, count in enumerate(counts):
+            if count % per_video:
+                raise ValueError(
+                    f"sample {sample} has {count} video placeholder rows, not a multiple of {per_video} "
+                    f"({frames} frames x ({self.frame_prefix_rows} + {height}x{width}) + {self.video_suffix_rows}): "
+                    "the prompt and the model's frame grid disagree, and vtc will not guess"
+                )
+            num_videos = count // per_video
+            placeholders = visual_mask[sample].nonzero().flatten()
+            starts = torch.arange(num_videos, device=device) * per_video
+            rows = placeholders[(starts[:, None] + offsets[None]).flatten()]
+            layouts.append(grid_layout(rows, num_videos * frames, height, width))
+            seen += num_videos
+        if seen != videos.shape[0]:
+            raise ValueError(f"pixel_values_videos holds {videos.shape[0]} videos but the prompts hold {seen}")
+        return layouts
+
+    def _grid_offsets(self, frames: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """Offsets of the grid rows within one video's placeholder block, frame-major then raster."""
+        per_frame = self.frame_prefix_rows + height * width
+        frame_starts = torch.arange(frames, device=device) * per_frame + self.frame_prefix_rows
+        return (frame_starts[:, None] + torch.arange(height * width, device=device)[None]).flatten()
+
+
+def grid_layout(rows: torch.Tensor, frames: int, height: int, width: int) -> VisualLayout:
+    """Layout of ``frames`` consecutive H x W grids (t-major, raster), frames counted across videos."""
+    device = rows.device
+    tt, hh, ww = torch.meshgrid(
+        torch.arange(frames, device=device), torch.arange(height, device=device), torch.arange(width, device=device),
+        indexing="ij",
+    )
+    coords = torch.stack([tt.flatten(), hh.flatten(), ww.flatten()], dim=1)
+    return VisualLayout(rows, coords, coords[:, 0].clone(), coords[:, 0].float(), (frames, height, width))
+
+
+def empty_layout(device: torch.device) -> VisualLayout:
+    empty = torch.zeros(0, dtype=torch.long, device=device)
+    return VisualLayout(empty, torch.zeros(0, 3, dtype=torch.long, device=device), empty, empty.float(), (0, 0, 0))

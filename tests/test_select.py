@@ -1,0 +1,241 @@
+"""Stage "select": frame choice before the encoder, through vtc.wrap and through vtc.VideoProcessor."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import vtc
+from vtc.runner import build_inputs
+from vtc.select.decode import decode_frames
+from vtc.video import DecodedVideo
+
+from .builders import families_with, tiny, video, write_mp4
+
+SELECT_FAMILIES = families_with("select")
+
+FLASH = 13  # source frame of a one-frame white flash in a 32-frame, 4 fps clip
+
+
+@pytest.fixture(scope="module")
+def flash_mp4(tmp_path_factory) -> str:
+    frames = video(32, size=112, static=1.0)
+    frames[FLASH] = 255
+    path = tmp_path_factory.mktemp("select") / "flash.mp4"
+    write_mp4(path, frames, fps=4)
+    return str(path)
+
+
+def _processor(family: str, select: str, **kwargs):
+    tm = tiny(family)
+    return tm, vtc.VideoProcessor(tm.processor, select, model=tm.model, candidate_fps=4, **kwargs)
+
+
+# -- the flash: keyframes and keyclips find it, uniform at the same budget misses it -------------------
+@pytest.mark.parametrize("select", ["keyframes", "keyclips(relevance=novelty,clip_length=2)"])
+def test_flash_frame_is_selected_where_uniform_misses_it(flash_mp4: str, select: str) -> None:
+    budget = dict(tokens=64, scales=(1.0,))  # 4 frame groups of 16 tokens at full resolution
+    _, uniform = _processor("qwen2_5_vl", "uniform-frames", **budget)
+    _, chosen = _processor("qwen2_5_vl", select, **budget)
+    missed = uniform([flash_mp4], ["What flashed?"])
+    found = chosen([flash_mp4], ["What flashed?"])
+    assert FLASH not in missed.vtc_selection.selected_frames[0]
+    assert FLASH in found.vtc_selection.selected_frames[0]
+    assert found.vtc_selection.visual_tokens[0] <= 64
+
+
+@pytest.mark.parametrize("family", SELECT_FAMILIES)
+def test_keyframes_inside_wrap_keep_the_flash_group(family: str) -> None:
+    tm = tiny(family)
+    clip = video(16, static=1.0)
+    clip[9] = 255
+    inputs = tm.inputs([clip])
+    for spec, expect in (("keyframes(context_share=0):0.25", True), ("uniform-frames:0.25", False)):
+        with vtc.compressed(tm.model, spec), torch.no_grad():
+            tm.model(**inputs)
+            selected = tm.model.vtc_stats.selected_frames[0]
+        assert (9 in selected) is expect, spec
+
+
+# -- positions: the model's own ids for those frames at their true times ----------------------------
+def _full_video_inputs(tm, path: str, size: tuple[int, int]):
+    """The whole 32-frame clip through the model's own processor (every frame, real metadata)."""
+    frames = decode_frames(path, list(range(32)), *size)
+    clip = DecodedVideo(frames=frames, timestamps=np.arange(32) / 4.0, indices=np.arange(32), source_fps=4.0,
+                        total_frames=32, backend="decord", requested_frames=None, clamped=False)
+    return build_inputs(tm.processor, [clip], ["What flashed?"])
+
+
+def test_qwen25_uneven_selection_gets_the_models_positions_at_true_times(flash_mp4: str) -> None:
+    tm, processor = _processor("qwen2_5_vl", "keyframes", tokens=64, scales=(1.0,))
+    selected = processor([flash_mp4], ["What flashed?"])
+    groups = [f // 2 for f in selected.vtc_selection.selected_frames[0][::2]]
+    gaps = set(np.diff(groups).tolist())
+    assert len(gaps) > 1, f"the test needs an uneven selection, got groups {groups}"
+
+    full = _full_video_inputs(tm, flash_mp4, (112, 112))
+    oracle, _ = tm.model.model.get_rope_index(
+        full["input_ids"], mm_token_type_ids=full["mm_token_type_ids"], video_grid_thw=full["video_grid_thw"],
+        second_per_grid_ts=full["second_per_grid_ts"], attention_mask=full["attention_mask"],
+    )
+    video_id = tm.model.config.video_token_id
+    rows_full = (full["input_ids"][0] == video_id).nonzero().flatten()
+    per_group = rows_full.numel() // 16
+    kept = torch.ones(full["input_ids"].shape[1], dtype=torch.bool)
+    kept[rows_full] = False
+    for g in groups:
+        kept[rows_full[g * per_group : (g + 1) * per_group]] = True
+    assert torch.equal(selected["position_ids"][1:, 0], oracle[:, 0, kept])
+
+    mask = full["attention_mask"].clone()
+    mask[0, ~kept] = 0
+    with torch.no_grad():
+        got = tm.model(**selected).logits[0, -1]
+        want = tm.model(**{**full, "attention_mask": mask, "position_ids": oracle}).logits[0, -1]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        out = tm.model.generate(**selected, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert out.shape[1] == selected["input_ids"].shape[1] + 4
+
+
+def test_qwen3_timestamps_come_from_the_source_frames(flash_mp4: str) -> None:
+    tm, processor = _processor("qwen3_vl", "keyframes", tokens=64, scales=(1.0,))
+    inputs = processor([flash_mp4], ["What flashed?"])
+    prompt = tm.processor.tokenizer.decode(inputs["input_ids"][0])
+    for first in inputs.vtc_selection.selected_frames[0][::2]:
+        assert f"<{(first + 0.5) / 4.0:.1f} seconds>" in prompt
+
+
+# -- budgets, resolution trade, composition, identity ---------------------------------------------
+@pytest.mark.parametrize("select", ["uniform-frames", "fps", "keyframes", "keyclips", "query", "scenes"])
+@pytest.mark.parametrize("tokens", [16, 40, 100])
+def test_processor_meets_the_token_budget(flash_mp4: str, select: str, tokens: int) -> None:
+    _, processor = _processor("qwen2_5_vl", select, tokens=tokens)
+    record = processor([flash_mp4], ["What flashed?"]).vtc_selection
+    assert 0 < record.visual_tokens[0] <= tokens
+
+
+def test_keyclips_lowers_resolution_to_fit_longer_clips(flash_mp4: str) -> None:
+    _, processor = _processor("qwen2_5_vl", "keyclips(relevance=novelty,clip_length=4)", tokens=64)
+    inputs = processor([flash_mp4], ["What flashed?"])
+    record = inputs.vtc_selection
+    assert record.scale[0] < 1.0
+    assert len(record.selected_frames[0]) > 64 // 16 * 2, "more frames than full resolution affords"
+    _, h, w = inputs["video_grid_thw"][0].tolist()
+    assert h * w // 4 < 16
+    assert record.visual_tokens[0] <= 64
+
+
+@pytest.mark.parametrize("family", SELECT_FAMILIES)
+def test_select_composes_with_prefill_and_layer_steps(family: str) -> None:
+    tm = tiny(family)
+    inputs = tm.inputs([video(16)])
+    with vtc.compressed(tm.model, "keyclips(relevance=novelty,clip_length=2):0.5>dtd:0.5>fastv@2:0.5"), torch.no_grad():
+        tm.model.generate(**inputs, max_new_tokens=3, do_sample=False)
+        stats = tm.model.vtc_stats
+    select, dtd, fastv = stats.stages
+    assert (select.stage, dtd.stage, fastv.stage) == ("select", "prefill", "layer")
+    assert select.tokens_after == dtd.tokens_before and dtd.tokens_after == fastv.tokens_before
+    assert select.tokens_after[0] <= stats.visual_tokens[0] // 2
+    assert set(stats.layer_kept_indices[2][0]) <= set(stats.kept_indices[0])
+
+
+def _masked_reference(tm, inputs, kept_indices):
+    from .test_oracles import _rope_positions
+
+    mask = inputs["attention_mask"].clone()
+    for b, kept in enumerate(kept_indices):
+        rows = ((inputs["input_ids"][b] == tm.model.config.video_token_id) & mask[b].bool()).nonzero().flatten()
+        dropped = torch.ones(rows.numel(), dtype=torch.bool)
+        dropped[kept] = False
+        mask[b, rows[dropped]] = 0
+    with torch.no_grad():
+        return tm.model(**{**inputs, "attention_mask": mask, "position_ids": _rope_positions(tm.model, inputs)}).logits[:, -1]
+
+
+@pytest.mark.parametrize("family", SELECT_FAMILIES)
+@pytest.mark.parametrize("spec", ["uniform-frames:0.5", "keyframes:0.5", "scenes:0.5", "query:0.5",
+                                  "keyclips(relevance=novelty,clip_length=1):0.5>dtd:0.5"])
+def test_selection_equals_full_video_with_unselected_frames_masked(family: str, spec: str) -> None:
+    """Kept frame groups keep their true M-RoPE ids and the features a full encoding gives them."""
+    tm = tiny(family)
+    inputs = tm.inputs([video(8), video(4, seed=1)])
+    with vtc.compressed(tm.model, spec), torch.no_grad():
+        pruned = tm.model(**inputs).logits[:, -1]
+        kept, total = tm.model.vtc_stats.kept_indices, tm.model.vtc_stats.visual_tokens
+    assert sum(map(len, kept)) < sum(total)
+    torch.testing.assert_close(pruned, _masked_reference(tm, inputs, kept), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", SELECT_FAMILIES)
+@pytest.mark.parametrize("spec", ["uniform-frames:1.0", "keyframes(context_share=0):1.0", "query(duplicate=1.0):1.0>fastv@2:1.0"])
+def test_retain_one_selection_is_bit_identical(family: str, spec: str) -> None:
+    tm = tiny(family)
+    inputs = tm.inputs([video(8), video(4, seed=1)])
+    with torch.no_grad():
+        reference = tm.model(**inputs).logits
+    with vtc.compressed(tm.model, spec), torch.no_grad():
+        logits = tm.model(**inputs).logits
+    assert torch.equal(logits, reference)
+
+
+def test_pixel_selectors_encode_only_the_chosen_frames() -> None:
+    tm = tiny("qwen2_5_vl")
+    inputs = tm.inputs([video(16)])
+    seen: list[int] = []
+    hook = tm.model.model.visual.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    try:
+        with vtc.compressed(tm.model, "keyframes(context_share=0):0.25"), torch.no_grad():
+            tm.model(**inputs)
+        with vtc.compressed(tm.model, "query:0.25"), torch.no_grad():
+            tm.model(**inputs)
+    finally:
+        hook.remove()
+    full = inputs["pixel_values_videos"].shape[0]
+    assert seen == [full // 4, full], "keyframes encodes 2 of 8 groups; query must see every group first"
+
+
+# -- stats ---------------------------------------------------------------------------------------
+def test_stats_record_frames_times_and_scene_starts() -> None:
+    tm = tiny("qwen2_5_vl")
+    first = video(8, seed=0, static=1.0)
+    second = video(8, seed=5, static=1.0) // 4  # a darker scene: thumbnails average noise away, not brightness
+    inputs = tm.inputs([np.concatenate([first, second])])  # a hard cut at frame 8 (group 4), 2 fps
+    with vtc.compressed(tm.model, "scenes:0.25"), torch.no_grad():
+        tm.model(**inputs)
+        stats = tm.model.vtc_stats
+    assert stats.scenes[0] == [0, 4]
+    groups = sorted({f // 2 for f in stats.selected_frames[0]})
+    assert any(g < 4 for g in groups) and any(g >= 4 for g in groups), "each scene keeps a group"
+    assert stats.selected_frames[0] == [f for g in groups for f in (2 * g, 2 * g + 1)]
+    assert stats.selected_times[0] == pytest.approx([float(g) for g in groups])  # 2 frames per group at 2 fps
+    assert stats.to_dict()["selected_frames"] == stats.selected_frames
+
+
+def test_processor_selection_reaches_the_stats_of_a_wrapped_model(flash_mp4: str) -> None:
+    tm, processor = _processor("qwen2_5_vl", "scenes", tokens=64, scales=(1.0,))
+    inputs = processor([flash_mp4], ["What flashed?"])
+    with vtc.compressed(tm.model, "dtd:0.5"), torch.no_grad():
+        tm.model(**inputs)
+        stats = tm.model.vtc_stats
+    assert stats.selected_frames == inputs.vtc_selection.selected_frames
+    assert stats.selected_times == inputs.vtc_selection.selected_times
+    assert stats.scenes == inputs.vtc_selection.scenes and len(stats.scenes[0]) > 1
+
+
+# -- errors --------------------------------------------------------------------------------------
+def test_clear_errors(flash_mp4: str) -> None:
+    tm = tiny("qwen2_5_vl")
+    with pytest.raises(ValueError, match="smaller than one frame group"):
+        _processor("qwen2_5_vl", "uniform-frames", tokens=3)[1]([flash_mp4], ["q"])
+    with pytest.raises(ValueError, match="query-aware"):
+        _processor("qwen2_5_vl", "query", tokens=64)[1]([flash_mp4], [""])
+    with pytest.raises(ValueError, match="shorter than clip_length=40"):
+        _processor("qwen2_5_vl", "keyclips(clip_length=40)", tokens=64)[1]([flash_mp4], ["q"])
+    with pytest.raises(ValueError, match="pass model="):
+        vtc.VideoProcessor(tm.processor, "keyframes", tokens=64)
+    with pytest.raises(ValueError, match="one select-stage method"):
+        vtc.VideoProcessor(tm.processor, "dtd", retain=0.5, model=tm.model)
+    inputs = tm.inputs([video(8)])
+    with vtc.compressed(tm.model, "uniform-frames", tokens=5), pytest.raises(ValueError, match="smaller than one frame group"):
+        tm.model(**inputs)

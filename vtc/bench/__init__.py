@@ -1,0 +1,1 @@
+"""``vtc bench``: method x budget sweeps through lmms-eval, with tables and plots."""

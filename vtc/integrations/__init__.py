@@ -1,0 +1,1 @@
+"""Glue between vtc and evaluation harnesses (lmms-eval); imported only by those harnesses."""

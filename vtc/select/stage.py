@@ -1,0 +1,147 @@
+"""The select stage inside ``vtc.wrap``: choose frame groups from the processed pixels, encode only those.
+
+When the model encodes a video (``get_video_features``), a pixel-only selector scores the frame
+groups from thumbnails of the pixel patches and only the chosen groups go through the vision
+tower; the others get zero features so transformers' placeholder check passes, and the prefill
+hook drops their rows. Kept rows keep the M-RoPE ids the model gave them, which are the ids of
+those frames at their true times. A selector that needs the question or real times (``query``,
+``keyclips`` with query relevance, ``fps``) cannot decide before the prompt is known, so every
+group is encoded and it decides at the prefill hook: it saves LLM tokens, not encoder time.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..budget import Budget
+from ..stats import CompressionStats, StageRecord
+from ..tokens import VisualTokens
+from .base import Frames, Plan, Selector, UnitCost
+
+DECIDE_AFTER_ENCODER = frozenset({"query", "times"})
+
+
+class SelectStage:
+    """Owns the select step of one engine: the encoder wrapper and the row selection at prefill."""
+
+    def __init__(self, engine: Any, steps: list) -> None:
+        if len(steps) != 1:
+            raise ValueError(f"a pipeline takes one select-stage method, got {[s.method.name for s in steps]}")
+        if not hasattr(engine.adapter, "group_thumbnails"):
+            raise NotImplementedError(f"the {engine.adapter.family} adapter cannot run select-stage methods yet")
+        self.engine, self.step = engine, steps[0]
+        self.selector: Selector = self.step.method
+        self.early = not (self.selector.needs & DECIDE_AFTER_ENCODER)
+        self.thumbs: list[torch.Tensor] = []
+        self.plans: list[Plan] | None = None
+        self.encode_ms = 0.0
+
+    def budget(self) -> Budget:
+        return self.selector.resolve_budget(self.step.budget or self.engine.budget)
+
+    def install(self, base: nn.Module) -> Callable[[], None]:
+        """Wrap ``get_video_features`` (an instance attribute; the engine's recorder wraps this one)."""
+        original = base.get_video_features
+        adapter = self.engine.adapter
+
+        @functools.wraps(original)
+        def get_video_features(pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor | None = None, **kwargs):
+            start = time.perf_counter()
+            self.thumbs = adapter.group_thumbnails(pixel_values_videos, video_grid_thw)
+            self.plans = None
+            if not self.early:
+                return original(pixel_values_videos, video_grid_thw, **kwargs)
+            plans = [self._plan(thumbs, None) for thumbs in self.thumbs]
+            self.plans = plans
+            self.encode_ms = (time.perf_counter() - start) * 1000.0
+            return adapter.encode_groups(original, pixel_values_videos, video_grid_thw, [p.keep for p in plans], **kwargs)
+
+        base.get_video_features = get_video_features
+        return lambda: base.__dict__.pop("get_video_features", None)
+
+    def _plan(self, thumbs: torch.Tensor, tokens: VisualTokens | None, query: torch.Tensor | None = None) -> Plan:
+        units, sub = thumbs.shape[0], thumbs.shape[1]
+        per_unit = thumbs.shape[-1] * thumbs.shape[-2]
+        device = thumbs.device
+        if tokens is not None:
+            rows = tokens.frames()
+            times = torch.stack([tokens.time[r[0]] for r in rows]).float()
+            features = torch.stack([tokens.features[r].float().mean(dim=0) for r in rows])
+        else:
+            times, features = torch.arange(units, device=device, dtype=torch.float32), None
+        frames = Frames(
+            thumbs=thumbs, times=times.to(device),
+            indices=torch.arange(units * sub, device=device).view(units, sub),
+            keyframe=torch.zeros(units, dtype=torch.bool, device=device),
+            features=features, query=query,
+        )
+        cost = UnitCost(tokens_at=lambda scale: per_unit, scales=(1.0,), shares=True)
+        plan = self.selector.plan(frames, self.budget(), cost)
+        if plan.scale != 1.0:
+            raise RuntimeError(f"{self.selector.name} planned scale {plan.scale} where only full resolution exists")
+        return plan
+
+    def apply(self, tokens: list[VisualTokens], embeds: torch.Tensor, visual: torch.Tensor,
+              stats: CompressionStats) -> list[VisualTokens]:
+        """Keep the rows of the chosen groups (and token shares), record the selection in ``stats``."""
+        start = time.perf_counter()
+        samples = [b for b, tok in enumerate(tokens) if len(tok)]
+        if len(samples) != len(self.thumbs):
+            raise ValueError(
+                f"the select stage supports one video per prompt; got {len(self.thumbs)} videos "
+                f"for {len(samples)} prompts with video"
+            )
+        out, notes = list(tokens), []
+        stats.selected_frames = [[] for _ in tokens]
+        stats.selected_times = [[] for _ in tokens]
+        stats.scenes = [[] for _ in tokens]
+        for video, b in enumerate(samples):
+            tok = tokens[b]
+            thumbs = self.thumbs[video].to(tok.features.device)
+            if self.plans is not None:
+                plan = self.plans[video]
+            else:
+                plan = self._plan(thumbs, tok, _question_embedding(embeds[b], visual[b], tok.index))
+            keep = _kept_rows(tok, plan)
+            out[b] = tok.subset(keep)
+            sub = thumbs.shape[1]
+            stats.selected_frames[b] = [int(u) * sub + s for u in plan.keep.tolist() for s in range(sub)]
+            frame_rows = tok.frames()
+            stats.selected_times[b] = [float(tok.time[frame_rows[u][0]]) for u in plan.keep.tolist()]
+            stats.scenes[b] = list(plan.scenes or [])
+            notes += [f"sample {b}: {n}" for n in plan.notes]
+        stats.stages.append(StageRecord(
+            method=self.selector.name, stage="select", layer=None,
+            tokens_before=[len(t) for t in tokens], tokens_after=[len(t) for t in out],
+            ms=self.encode_ms + (time.perf_counter() - start) * 1000.0, notes=notes,
+        ))
+        self.plans, self.thumbs, self.encode_ms = None, [], 0.0
+        return out
+
+
+def _kept_rows(tok: VisualTokens, plan: Plan) -> torch.Tensor:
+    """Rows of the kept groups; a group with share s keeps round(s * n) rows evenly strided in raster order."""
+    frames = tok.frames()
+    parts = []
+    shares = plan.share.tolist() if plan.share is not None else [1.0] * plan.keep.numel()
+    for unit, share in zip(plan.keep.tolist(), shares):
+        rows = frames[unit]
+        count = max(1, min(rows.numel(), round(share * rows.numel())))
+        if count < rows.numel():
+            rows = rows[torch.linspace(0, rows.numel() - 1, count, device=rows.device).round().long().unique()]
+        parts.append(rows)
+    return torch.sort(torch.cat(parts)).values
+
+
+def _question_embedding(embeds: torch.Tensor, visual: torch.Tensor, video_rows: torch.Tensor) -> torch.Tensor | None:
+    """Mean input embedding of the text after the video (the question and the chat template's tail)."""
+    after = torch.zeros_like(visual)
+    after[int(video_rows.max()) + 1 :] = True
+    text = after & ~visual
+    if not bool(text.any()):
+        return None
+    return embeds[text].float().mean(dim=0)
