@@ -55,6 +55,7 @@ Builder = Callable[[np.random.Generator, int, int, int, str], SceneSpec]
 _PATTERNS = ("noise", "stripes", "checker")
 _MARGIN = 2  # keep objects this many pixels away from the frame border
 _GAP = 4  # minimum empty pixels between objects that are visible at the same time
+MOTION_FRAMES = 11  # frames during which a motion question's object moves
 
 
 def small_size(size: int) -> int:
@@ -116,6 +117,16 @@ def _place(rng: np.random.Generator, size: int, side: int, taken: list[Box]) -> 
     raise RuntimeError("could not place object; frame too small for the scene")
 
 
+def _cell_places(rng: np.random.Generator, size: int, side: int, n: int, cell: int = 28) -> list[tuple[int, int]]:
+    """Top-lefts of ``n`` objects, each centred in its own merged-token cell (``cell`` px, patch 14 x
+    merge 2), in distinct cells: a detail object is then seen whole by one visual token instead of
+    being cut into fragments across up to four, which a ~2M-parameter ViT could not read a shape from."""
+    per_side = size // cell
+    offset = 2 * ((cell - side) // 4)
+    picks = rng.choice(per_side * per_side, size=n, replace=False)
+    return [(int(k // per_side) * cell + offset, int(k % per_side) * cell + offset) for k in picks]
+
+
 def _static(pos: tuple[int, int], frames: range) -> dict[int, tuple[int, int]]:
     """Track of an object that stays at ``pos`` during ``frames``."""
     return {t: pos for t in frames}
@@ -129,11 +140,8 @@ def build_detail(rng: np.random.Generator, num_frames: int, size: int, letter: i
     colors += [str(c) for c in rng.permutation([c for c in COLORS if c not in colors])][: 3 - len(colors)]
     shapes = [] if ask_color else [value]
     shapes += [str(s) for s in rng.permutation([s for s in SHAPES if s not in shapes])][: 3 - len(shapes)]
-    taken: list[Box] = []
-    sprites = [
-        Sprite(shapes[i], colors[i], side, _static(_place(rng, size, side, taken), range(num_frames)), i == 0)
-        for i in range(3)
-    ]
+    cells = _cell_places(rng, size, side, 3)
+    sprites = [Sprite(shapes[i], colors[i], side, _static(cells[i], range(num_frames)), i == 0) for i in range(3)]
     if ask_color:
         question = f"What colour is the {shapes[0]}?"
         options = _arrange(rng, value, tuple(COLORS), NUM_OPTIONS["detail"], letter)
@@ -164,12 +172,19 @@ def build_needle(rng: np.random.Generator, num_frames: int, size: int, letter: i
 def build_motion(rng: np.random.Generator, num_frames: int, size: int, letter: int, value: str) -> SceneSpec:
     """One object moves steadily in direction ``value``; a static distractor sits elsewhere."""
     side = big_size(size)
-    distance = round(0.6 * size)  # ~4.5 px per frame at 112 px: visible within one temporal pair
+    # The object moves for MOTION_FRAMES - 1 frame steps of ~8 px (at 112 px) starting on an even frame
+    # and rests before and after: every temporal pair it moves in shows an 8 px shift between its two
+    # frames, which the temporal patch embedding sees inside one token (at 4.5 px/frame, over all
+    # frames, the reference model could not tell left from right).
+    moving = min(MOTION_FRAMES, num_frames)
+    distance = 2 * round(0.036 * size * (moving - 1))
+    first = 2 * int(rng.integers(0, (num_frames - moving) // 2 + 1))
     lo, hi = _MARGIN, size - _MARGIN - side
     along = int(rng.integers(lo, hi - distance + 1))  # smaller end of the path
     across = int(rng.integers(lo, hi + 1))
     start, end = (along + distance, along) if value in ("left", "up") else (along, along + distance)
-    steps = np.rint(np.linspace(start, end, num_frames)).astype(int)
+    path = np.rint(np.linspace(start, end, moving)).astype(int)
+    steps = np.concatenate([np.full(first, path[0]), path, np.full(num_frames - first - moving, path[-1])])
     horizontal = value in ("left", "right")
     track = {t: ((across, int(s)) if horizontal else (int(s), across)) for t, s in enumerate(steps)}
     ys = [p[0] for p in track.values()]
