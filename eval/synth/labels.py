@@ -1,7 +1,8 @@
 """Per-visual-token training labels from the renderer's scene spec (auxiliary loss only).
 
 The renderer knows what it drew in each 28x28 merged-token cell of each temporal pair. Naming that
-content through the LLM's own head makes visual tokens readable as answer words; the event words
+content through the LLM's own head makes visual tokens readable as answer words (and the detail
+object's token as "small", the word its question asks by); the event words
 ("first", "second", ...) are what causal attention over earlier visual tokens can compute and what
 order, scene and count questions need. None of this is an input at inference time.
 """
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import EVENT_WORDS
+from .model import EVENT_WORDS, SIZE_WORD
 from .render import shape_mask
 from .scenes import SceneSpec
+from .vocab import COUNTS
 
 MIN_PIXELS = 60  # of a sprite inside a 28x28 cell (in either frame of the pair) to label the cell
 
@@ -33,6 +35,8 @@ def token_labels(spec: SceneSpec, qtype: str, num_frames: int, size: int, cell: 
         label = [sprite.color, sprite.shape]
         if qtype == "motion" and sprite.evidence:
             label.append(_direction(sprite))
+        if qtype == "detail" and sprite.evidence:
+            label.append(SIZE_WORD)
         for p, h, w in zip(*np.nonzero((coverage >= MIN_PIXELS) & (coverage > best))):
             best[p, h, w] = coverage[p, h, w]
             event = events.get((index, int(p)))
@@ -49,10 +53,12 @@ def _event_words(spec: SceneSpec, qtype: str) -> dict[tuple[int, int], str]:
             for t in spec.sprites[index].track:
                 events[(index, t // 2)] = EVENT_WORDS[rank]
     elif qtype == "count":
+        # The running count as the answer digit: the reply then copies the digit of the latest blink
+        # (an ordinal word would still have to be mapped to the number).
         for index, sprite in enumerate(spec.sprites):
             if sprite.evidence:
                 for rank, pair in enumerate(sorted({t // 2 for t in sprite.track})):
-                    events[(index, pair)] = EVENT_WORDS[rank]
+                    events[(index, pair)] = COUNTS[rank]
     return events
 
 

@@ -20,6 +20,8 @@ SPECIAL_TOKENS = (
 ANSWER_WORDS = tuple(COLORS) + SHAPES + DIRECTIONS + COUNTS
 # Order words used by the auxiliary "what came before" labels (see labels.py).
 EVENT_WORDS = ("first", "second", "third", "fourth")
+# The detail object's label word; one token, so the question's "small" matches it (see labels.py).
+SIZE_WORD = "small"
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{% for part in message['content'] %}{% if part['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
@@ -52,7 +54,7 @@ def byte_level_vocab() -> dict[str, int]:
 
 
 def build_tokenizer(
-    words: tuple[str, ...] = ANSWER_WORDS + EVENT_WORDS, merged_words: tuple[str, ...] = tuple(PROMPT_WORDS)
+    words: tuple[str, ...] = ANSWER_WORDS + EVENT_WORDS + (SIZE_WORD,), merged_words: tuple[str, ...] = tuple(PROMPT_WORDS)
 ) -> Any:
     """A real ``Qwen2Tokenizer``: bytes, Qwen's special tokens, BPE merges that make each of
     ``merged_words`` one token, then one added token per word in ``words``."""

@@ -88,12 +88,12 @@ class _Pixels:
 
 
 def _detail(px: _Pixels, question: str, options: list[str]) -> str | None:
-    shape = _named(question, SHAPES)
-    if shape is not None:  # "What colour is the <shape>?"
-        matches = [c for c in _NAMES if len(px.frames_with(c)) and classify_shape(px.mask_of(c)) == shape]
-        return matches[0] if len(matches) == 1 else None
-    color = _named(question, _NAMES)  # "What shape is the <colour> object?"
-    return classify_shape(px.mask_of(color)) if color and len(px.frames_with(color)) else None
+    """The small object is the colour with the fewest pixels among those seen (objects are static)."""
+    seen = [c for c in _NAMES if len(px.frames_with(c))]
+    if not seen:
+        return None
+    small = min(seen, key=lambda c: px.counts[:, _NAMES.index(c)].max())
+    return classify_shape(px.mask_of(small)) if "shape" in question else small
 
 
 def _needle(px: _Pixels, question: str, options: list[str]) -> str | None:

@@ -132,22 +132,45 @@ def _static(pos: tuple[int, int], frames: range) -> dict[int, tuple[int, int]]:
     return {t: pos for t in frames}
 
 
+def large_size(size: int) -> int:
+    """Side of the two large distractors in 'detail' clips (36 px at 112 px): clearly bigger than
+    the small object, so "the small object" names exactly one thing in the frame."""
+    return max(24, 2 * round(0.16 * size))
+
+
 def build_detail(rng: np.random.Generator, num_frames: int, size: int, letter: int, value: str) -> SceneSpec:
-    """Three small static objects; ask the colour of one shape or the shape of one colour."""
-    side = small_size(size)
-    ask_color = value in COLORS
-    colors = [value] if ask_color else []
+    """One small static object, centred in its own merged-token cell, beside two large distractors
+    of other colours and shapes; ask the small object's colour or shape. The options include the
+    distractors' colours (or shapes), so reading any object other than the small one is wrong.
+
+    Earlier recipes asked "What colour is the <shape>?" among three small objects: a question-dependent
+    two-hop lookup that the ~2M-parameter reference model never learned (detail stayed at 0.40-0.53
+    held-out while every token's colour and shape were decodable). "The small object" keys the lookup
+    on size, which the question does not change, like "first" for order questions."""
+    side, large = small_size(size), large_size(size)
+    colors = [value] if value in COLORS else []
     colors += [str(c) for c in rng.permutation([c for c in COLORS if c not in colors])][: 3 - len(colors)]
-    shapes = [] if ask_color else [value]
+    shapes = [] if value in COLORS else [value]
     shapes += [str(s) for s in rng.permutation([s for s in SHAPES if s not in shapes])][: 3 - len(shapes)]
-    cells = _cell_places(rng, size, side, 3)
-    sprites = [Sprite(shapes[i], colors[i], side, _static(cells[i], range(num_frames)), i == 0) for i in range(3)]
-    if ask_color:
-        question = f"What colour is the {shapes[0]}?"
-        options = _arrange(rng, value, tuple(COLORS), NUM_OPTIONS["detail"], letter)
+    (y, x), = _cell_places(rng, size, side, 1)
+    offset = 2 * ((28 - side) // 4)  # as in _cell_places
+    cell: Box = (y - offset, x - offset, y - offset + 28, x - offset + 28)  # the small object's whole cell
+    while True:  # a first large object can leave no room for the second: place both again
+        taken = [cell]
+        try:
+            places = [_place(rng, size, large, taken) for _ in range(2)]
+            break
+        except RuntimeError:
+            continue
+    frames = range(num_frames)
+    sprites = [Sprite(shapes[0], colors[0], side, _static((y, x), frames), True)]
+    sprites += [Sprite(shapes[i], colors[i], large, _static(places[i - 1], frames)) for i in (1, 2)]
+    if value in COLORS:
+        question = "What colour is the small object?"
+        options = _arrange(rng, value, tuple(COLORS), NUM_OPTIONS["detail"], letter, forced=tuple(colors[1:]))
     else:
-        question = f"What shape is the {colors[0]} object?"
-        options = _arrange(rng, value, SHAPES, NUM_OPTIONS["detail"], letter)
+        question = "What shape is the small object?"
+        options = _arrange(rng, value, SHAPES, NUM_OPTIONS["detail"], letter, forced=tuple(shapes[1:]))
     return SceneSpec(question, options, letter, [(0, _background(rng))], sprites)
 
 
