@@ -33,15 +33,34 @@ def token_labels(spec: SceneSpec, qtype: str, num_frames: int, size: int, cell: 
             per_cell = canvas.reshape(cells, cell, cells, cell).sum(axis=(1, 3))
             coverage[t // 2] = np.maximum(coverage[t // 2], per_cell)
         label = [sprite.color, sprite.shape]
-        if qtype == "motion" and sprite.evidence:
-            label.append(_direction(sprite))
         if qtype == "detail" and sprite.evidence:
             label.append(SIZE_WORD)
+        # A mover's direction only where it moves between the two frames of the pair, which is what one
+        # token sees (on the resting pairs before and after, a token's pixels cannot tell the direction).
+        moving = _moving_pairs(sprite) if qtype == "motion" and sprite.evidence else set()
         for p, h, w in zip(*np.nonzero((coverage >= MIN_PIXELS) & (coverage > best))):
             best[p, h, w] = coverage[p, h, w]
             event = events.get((index, int(p)))
-            words[(p * cells + h) * cells + w] = label + ([event] if event else [])
+            extra = ([_direction(sprite)] if int(p) in moving else []) + ([event] if event else [])
+            words[(p * cells + h) * cells + w] = label + extra
+    if qtype == "count":
+        _count_so_far(spec, words, pairs, cells, best)
     return words
+
+
+def _count_so_far(spec: SceneSpec, words: list[list[str]], pairs: int, cells: int, best: np.ndarray) -> None:
+    """At the blinker's cell, pairs between blinks name the count so far: the token of the last pair
+    then holds the total, which causal attention over the same cell's earlier tokens can compute."""
+    blinker = next(s for s in spec.sprites if s.evidence)
+    on = sorted({t // 2 for t in blinker.track})
+    where = np.argwhere(best[on[0]] > 0)
+    for p in range(on[0], pairs):
+        if p in on:
+            continue
+        for h, w in where:
+            index = (p * cells + int(h)) * cells + int(w)
+            if not words[index]:
+                words[index] = [COUNTS[sum(q <= p for q in on) - 1]]
 
 
 def _event_words(spec: SceneSpec, qtype: str) -> dict[tuple[int, int], str]:
@@ -60,6 +79,11 @@ def _event_words(spec: SceneSpec, qtype: str) -> dict[tuple[int, int], str]:
                 for rank, pair in enumerate(sorted({t // 2 for t in sprite.track})):
                     events[(index, pair)] = COUNTS[rank]
     return events
+
+
+def _moving_pairs(sprite) -> set[int]:
+    track = sprite.track
+    return {t // 2 for t in track if t % 2 == 0 and t + 1 in track and track[t] != track[t + 1]}
 
 
 def _direction(sprite) -> str:

@@ -243,7 +243,9 @@ def build_order(rng: np.random.Generator, num_frames: int, size: int, letter: in
 
 
 def build_count(rng: np.random.Generator, num_frames: int, size: int, letter: int, value: str) -> SceneSpec:
-    """An object blinks ``value`` times, each blink one full temporal pair, blinks never adjacent."""
+    """An object blinks ``value`` times, each blink one full temporal pair, blinks never adjacent.
+    The blinker sits centred in one merged-token cell, so each blink is exactly one visual token
+    (a blinker straddling up to four cells made the number of tokens per blink vary)."""
     side = big_size(size)
     pairs, n = num_frames // 2, int(value)
     while True:
@@ -252,10 +254,12 @@ def build_count(rng: np.random.Generator, num_frames: int, size: int, letter: in
             break
     color, other = (str(c) for c in rng.choice(list(COLORS), size=2, replace=False))
     shape = str(rng.choice(SHAPES))
-    taken: list[Box] = []
+    (y, x), = _cell_places(rng, size, side, 1)
+    offset = 2 * ((28 - side) // 4)  # as in _cell_places
+    taken: list[Box] = [(y - offset, x - offset, y - offset + 28, x - offset + 28)]  # the blinker's whole cell
     place = _place(rng, size, side, taken)
     distractor = Sprite(str(rng.choice(SHAPES)), other, side, _static(place, range(num_frames)))
-    pos = _place(rng, size, side, taken)
+    pos = (y, x)
     blinker = Sprite(shape, color, side, {t: pos for p in on for t in (2 * int(p), 2 * int(p) + 1)}, True)
     question = f"How many times does the {color} {shape} blink?"
     options = _arrange(rng, value, COUNTS, NUM_OPTIONS["count"], letter)

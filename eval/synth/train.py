@@ -8,8 +8,9 @@ What makes a model this small learn on two CPU cores:
 * a dense auxiliary loss on the visual tokens: each token's final hidden state, through the LLM's
   own final norm and tied ``lm_head``, must name what the renderer drew there (colour, shape, a
   moving object's direction, "small" for a detail clip's small object) and, for order/scene clips,
-  which event it belongs to ("first", "second"), for count clips the running count ("1", "2", ...),
-  which the LLM can only compute from earlier visual tokens;
+  which event it belongs to ("first", "second"), for count clips the count so far ("1", "2", ...)
+  at the blinker's cell on every pair from its first blink, which the LLM can only compute from
+  earlier visual tokens;
 * for count clips, the same loss on ``<|vision_end|>`` naming the total count: the token after the
   video can attend to every blink, and gives the reply one fixed place to read the count from
   (the running count on the blinks alone left the reply to find the latest blink; count stayed
