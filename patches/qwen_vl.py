@@ -28,6 +28,7 @@ class QwenVLAdapter(FamilyAdapter):
     model_types = ("qwen2_vl", "qwen2_5_vl")
     family = "Qwen2-VL / Qwen2.5-VL"
     rope = "mrope"
+    select_stage = "encoder"
     known_limits = "Qwen2-VL token times assume the processor's default 2 fps"
     pixel_mean = CLIP_MEAN
     pixel_std = CLIP_STD

@@ -1,6 +1,10 @@
 """SmolVLM / SmolVLM2: Llama language model (``text_model``) with 1D RoPE, video frames fed as images."""
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
 from .image_frames import ImageFramesAdapter
 
 
@@ -29,3 +33,8 @@ class SmolVLMAdapter(ImageFramesAdapter):
         vision = self.config.vision_config
         side = int(vision.image_size // vision.patch_size // self.config.scale_factor)
         return side, side
+
+    def frame_pixels(self, captured: dict[str, Any]) -> torch.Tensor | None:
+        """The batch's frames without the all-zero images the processor pads batches with (the model drops them too)."""
+        frames = super().frame_pixels(captured)
+        return None if frames is None else frames[frames.flatten(1).ne(0).any(dim=1)]

@@ -10,7 +10,7 @@ from vtc.runner import build_inputs
 from vtc.select.decode import decode_frames
 from vtc.video import DecodedVideo
 
-from .builders import families_with, tiny, video, write_mp4
+from .builders import STACKED_VIDEO_FAMILIES, families_with, tiny, video, write_mp4
 
 SELECT_FAMILIES = families_with("select")
 
@@ -140,12 +140,18 @@ def test_select_composes_with_prefill_and_layer_steps(family: str) -> None:
     assert set(stats.layer_kept_indices[2][0]) <= set(stats.kept_indices[0])
 
 
+def _one_video_per_prompt(family: str) -> list[np.ndarray]:
+    """Two prompts of one video each (the select stage takes one video per prompt); different lengths
+    where the family's processor can batch them."""
+    return [video(8), video(8 if family in STACKED_VIDEO_FAMILIES else 4, seed=1)]
+
+
 def _masked_reference(tm, inputs, kept_indices):
     from .test_oracles import _rope_positions
 
     mask = inputs["attention_mask"].clone()
     for b, kept in enumerate(kept_indices):
-        rows = ((inputs["input_ids"][b] == tm.model.config.video_token_id) & mask[b].bool()).nonzero().flatten()
+        rows = tm.visual_rows(inputs, b)
         dropped = torch.ones(rows.numel(), dtype=torch.bool)
         dropped[kept] = False
         mask[b, rows[dropped]] = 0
@@ -157,9 +163,9 @@ def _masked_reference(tm, inputs, kept_indices):
 @pytest.mark.parametrize("spec", ["uniform-frames:0.5", "keyframes:0.5", "scenes:0.5", "query:0.5",
                                   "keyclips(relevance=novelty,clip_length=1):0.5>dtd:0.5"])
 def test_selection_equals_full_video_with_unselected_frames_masked(family: str, spec: str) -> None:
-    """Kept frame groups keep their true M-RoPE ids and the features a full encoding gives them."""
+    """Kept frame groups keep their true position ids and the features a full encoding gives them."""
     tm = tiny(family)
-    inputs = tm.inputs([video(8), video(4, seed=1)])
+    inputs = tm.inputs(_one_video_per_prompt(family))
     with vtc.compressed(tm.model, spec), torch.no_grad():
         pruned = tm.model(**inputs).logits[:, -1]
         kept, total = tm.model.vtc_stats.kept_indices, tm.model.vtc_stats.visual_tokens
@@ -171,7 +177,7 @@ def test_selection_equals_full_video_with_unselected_frames_masked(family: str, 
 @pytest.mark.parametrize("spec", ["uniform-frames:1.0", "keyframes(context_share=0):1.0", "query(duplicate=1.0):1.0>fastv@2:1.0"])
 def test_retain_one_selection_is_bit_identical(family: str, spec: str) -> None:
     tm = tiny(family)
-    inputs = tm.inputs([video(8), video(4, seed=1)])
+    inputs = tm.inputs(_one_video_per_prompt(family))
     with torch.no_grad():
         reference = tm.model(**inputs).logits
     with vtc.compressed(tm.model, spec), torch.no_grad():
@@ -239,3 +245,9 @@ def test_clear_errors(flash_mp4: str) -> None:
     inputs = tm.inputs([video(8)])
     with vtc.compressed(tm.model, "uniform-frames", tokens=5), pytest.raises(ValueError, match="smaller than one frame group"):
         tm.model(**inputs)
+
+
+@pytest.mark.parametrize("family", [f for f in families_with("select") if not f.startswith("qwen")])
+def test_video_processor_refuses_non_qwen_processors_clearly(family: str) -> None:
+    with pytest.raises(NotImplementedError, match="select stage inside vtc.wrap"):
+        vtc.VideoProcessor(tiny(family).processor, "keyframes", retain=0.5)

@@ -25,6 +25,7 @@ from .select.decode import Candidates, decode_candidates, decode_frames, units
 from .video import DecodedVideo
 
 DEFAULT_SCALES = (1.0, 0.75, 0.5, 0.375, 0.25)
+QWEN_PROCESSORS = ("Qwen2VL", "Qwen2_5_VL", "Qwen3VL")
 Scorer = Callable[[np.ndarray, int, str], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -57,6 +58,12 @@ class VideoProcessor:
         model: Any = None, candidate_fps: float = 1.0, scoring_size: int = 32,
         scales: Sequence[float] = DEFAULT_SCALES, scorer: Scorer | None = None, progress: bool = False,
     ) -> None:
+        if not type(processor).__name__.startswith(QWEN_PROCESSORS):
+            raise NotImplementedError(
+                f"vtc.VideoProcessor plans budgets for the Qwen VL processors ({', '.join(QWEN_PROCESSORS)}), "
+                f"not {type(processor).__name__}; on other families use the select stage inside vtc.wrap "
+                "(e.g. vtc.wrap(model, 'keyframes', retain=0.25)), which keeps every frame's text timestamp"
+            )
         self.processor, self.model = processor, model
         self.selector, spec_budget = _selector(select)
         if spec_budget is not None and (retain is not None or tokens is not None):
