@@ -201,6 +201,22 @@ def test_pixel_selectors_encode_only_the_chosen_frames() -> None:
     assert seen == [full // 4, full], "keyframes encodes 2 of 8 groups; query must see every group first"
 
 
+def test_smolvlm_encodes_only_the_chosen_frames_inside_generate() -> None:
+    """generate() encodes before any forward sees the prompt: the chosen frames come from pixel_values' rows."""
+    tm = tiny("smolvlm")
+    inputs = tm.inputs([video(8)])
+    seen: list[int] = []
+    hook = tm.model.model.vision_model.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append((args[0] if args else kwargs["pixel_values"]).shape[0]), with_kwargs=True)
+    try:
+        with vtc.compressed(tm.model, "keyframes(context_share=0):0.25"), torch.no_grad():
+            tm.model.generate(**inputs, max_new_tokens=2, do_sample=False)
+            kept = tm.model.vtc_stats.selected_frames[0]
+    finally:
+        hook.remove()
+    assert seen == [len(kept)] and len(kept) == 2, "keyframes keeps 2 of 8 frames and the tower encodes only those"
+
+
 # -- stats ---------------------------------------------------------------------------------------
 def test_stats_record_frames_times_and_scene_starts() -> None:
     tm = tiny("qwen2_5_vl")

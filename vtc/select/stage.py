@@ -49,26 +49,27 @@ class SelectStage:
         return self.selector.resolve_budget(self.step.budget or self.engine.budget)
 
     def install(self, base: nn.Module) -> Callable[[], None]:
-        """Wrap ``get_video_features`` (an instance attribute; the engine's recorder wraps this one)."""
+        """Wrap the adapter's video encoder (an instance attribute; the engine's recorder wraps this one)."""
         if not self.at_encoder:
             return lambda: None
-        original = base.get_video_features
         adapter = self.engine.adapter
+        name = adapter.video_encoder
+        original = getattr(base, name)
 
         @functools.wraps(original)
-        def get_video_features(pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor | None = None, **kwargs):
+        def encode(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
-            self.thumbs = adapter.group_thumbnails(pixel_values_videos, video_grid_thw)
+            self.thumbs = adapter.select_thumbnails(args, kwargs)
             self.plans = None
             if not self.early:
-                return original(pixel_values_videos, video_grid_thw, **kwargs)
+                return original(*args, **kwargs)
             plans = [self._plan(thumbs, None) for thumbs in self.thumbs]
             self.plans = plans
             self.encode_ms = (time.perf_counter() - start) * 1000.0
-            return adapter.encode_groups(original, pixel_values_videos, video_grid_thw, [p.keep for p in plans], **kwargs)
+            return adapter.encode_selected(original, [p.keep for p in plans], args, kwargs)
 
-        base.get_video_features = get_video_features
-        return lambda: base.__dict__.pop("get_video_features", None)
+        setattr(base, name, encode)
+        return lambda: base.__dict__.pop(name, None)
 
     def _plan(self, thumbs: torch.Tensor, tokens: VisualTokens | None, query: torch.Tensor | None = None) -> Plan:
         units, sub = thumbs.shape[0], thumbs.shape[1]
