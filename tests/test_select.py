@@ -263,7 +263,42 @@ def test_clear_errors(flash_mp4: str) -> None:
         tm.model(**inputs)
 
 
-@pytest.mark.parametrize("family", [f for f in families_with("select") if not f.startswith("qwen")])
-def test_video_processor_refuses_non_qwen_processors_clearly(family: str) -> None:
-    with pytest.raises(NotImplementedError, match="select stage inside vtc.wrap"):
-        vtc.VideoProcessor(tiny(family).processor, "keyframes", retain=0.5)
+NON_QWEN_SELECT = [f for f in SELECT_FAMILIES if not f.startswith("qwen")]
+
+
+@pytest.mark.parametrize("family", NON_QWEN_SELECT)
+def test_video_processor_selects_before_every_familys_processor(flash_mp4: str, family: str) -> None:
+    tm, processor = _processor(family, "keyframes", retain=0.25)
+    inputs = processor([flash_mp4, flash_mp4], ["What flashed?", "Which frame is white?"])
+    record = inputs.vtc_selection
+    per_frame, _ = processor.measured_tokens(112, 112)
+    for b in range(2):
+        assert FLASH in record.selected_frames[b]
+        assert record.visual_tokens[b] == per_frame * len(record.selected_frames[b]) <= record.budget_tokens[b]
+    try:
+        vtc.wrap(tm.model, "random:0.5")
+        with torch.no_grad():
+            tm.model.generate(**inputs, max_new_tokens=2, do_sample=False)
+        assert tm.model.vtc_stats.selected_frames == record.selected_frames
+        assert tm.model.vtc_stats.selected_times == record.selected_times
+    finally:
+        vtc.unwrap(tm.model)
+
+
+@pytest.mark.parametrize("family", ["smolvlm", "video_llama_3"])
+def test_video_processor_writes_the_selected_frames_real_times(flash_mp4: str, family: str) -> None:
+    tm, processor = _processor(family, "keyframes", retain=0.25)
+    inputs = processor([flash_mp4], ["What flashed?"])
+    times = inputs.vtc_selection.selected_times[0]
+    prompt = tm.processor.tokenizer.decode(inputs["input_ids"][0])
+    stamps = [f"Time {t:.1f}s" for t in times] if family == "video_llama_3" else [f"Frame from 00:{int(t):02d}" for t in times]
+    assert all(stamp in prompt for stamp in stamps), (stamps, prompt)
+    assert times == sorted(times) and times != [i / 4 for i in range(len(times))]
+
+
+def test_video_processor_on_fixed_resolution_families_refuses_scales_and_default_query_scoring(flash_mp4: str) -> None:
+    tm = tiny("internvl")
+    with pytest.raises(ValueError, match="no resolution to trade"):
+        vtc.VideoProcessor(tm.processor, "keyclips", retain=0.25, scales=(1.0, 0.5))
+    with pytest.raises(NotImplementedError, match="pass scorer="):
+        vtc.VideoProcessor(tm.processor, "query", retain=0.25, model=tm.model)([flash_mp4], ["What flashed?"])
