@@ -20,6 +20,10 @@ class SmolVLMAdapter(ImageFramesAdapter):
     model_types = ("smolvlm",)
     family = "SmolVLM"
     language_model_path = "model.text_model"
+    # pixel_values [B, N, C, H, W] keep each prompt's frames in its own row (zero frames pad the rest),
+    # so the select stage can choose frames per prompt before the encoder, even inside generate(),
+    # which encodes before any forward sees the prompt.
+    select_stage = "encoder"
     batch_note = (
         "left-padded, per-sample budgets; SmolVLMProcessor writes the batch's padded frame count into every "
         "prompt (process each sample, then left-pad)"
@@ -38,11 +42,6 @@ class SmolVLMAdapter(ImageFramesAdapter):
         """The batch's frames without the all-zero images the processor pads batches with (the model drops them too)."""
         frames = super().frame_pixels(captured)
         return None if frames is None else frames[frames.flatten(1).ne(0).any(dim=1)]
-
-    # pixel_values [B, N, C, H, W] keep each prompt's frames in its own row (zero frames pad the rest),
-    # so the select stage can choose frames per prompt before the encoder, even inside generate(),
-    # which encodes before any forward sees the prompt.
-    select_stage = "encoder"
 
     def select_thumbnails(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
         images = args[0] if args else kwargs["pixel_values"]

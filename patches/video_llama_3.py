@@ -99,7 +99,6 @@ class VideoLlama3Adapter(FamilyAdapter):
         present = torch.cat([mask for _, mask in self._videos(captured, flat.device)])
         return list(torch.split(flat[present], sample_sizes))
 
-
     def frame_thumbnails(self, captured: dict[str, Any], frames_per_video: list[int]) -> list[torch.Tensor]:
         """Per video [T, 1, C, h, w]: each merged cell's mean intensity, from the full pixels (the processor's
         own token compression thins the prompt, not ``pixel_values_videos``)."""

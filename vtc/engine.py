@@ -162,6 +162,7 @@ class Engine:
     # -- prefill stage -----------------------------------------------------------------------------
     def _capture(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self._captured = kwargs
+
     def _language_model_pre_hook(self, module: nn.Module, args: tuple, kwargs: dict):
         captured, self._captured = self._captured, None
         encoded, self._encoded_video = self._encoded_video, {}

@@ -1,7 +1,7 @@
 """The select stage inside ``vtc.wrap``: choose frame groups from the processed pixels.
 
-On families whose adapter can encode a subset of frame groups (``select_stage = "encoder"``, the
-Qwen VL line), a pixel-only selector scores the groups from thumbnails of the pixel patches when
+On families whose adapter can encode a subset of frame groups (``select_stage = "encoder"``: the
+Qwen VL line and SmolVLM), a pixel-only selector scores the groups from thumbnails of the pixel patches when
 the model encodes the video (``get_video_features``) and only the chosen groups go through the
 vision tower; the others get zero features so transformers' placeholder check passes, and the
 prefill hook drops their rows. Kept rows keep the position ids the model gave them, which are
