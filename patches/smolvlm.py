@@ -41,11 +41,11 @@ class SmolVLMAdapter(ImageFramesAdapter):
     def frame_pixels(self, captured: dict[str, Any]) -> torch.Tensor | None:
         """The batch's frames without the all-zero images the processor pads batches with (the model drops them too)."""
         frames = super().frame_pixels(captured)
-        return None if frames is None else frames[frames.flatten(1).ne(0).any(dim=1)]
+        return None if frames is None else frames[_real_frames(frames)]
 
     def select_thumbnails(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
         images = args[0] if args else kwargs["pixel_values"]
-        real = images.flatten(2).ne(0).any(dim=-1).sum(dim=1)
+        real = _real_frames(images).sum(dim=1)
         return self.frame_thumbnails({"pixel_values": images}, [int(n) for n in real if n])
 
     def encode_selected(self, encode: Callable[..., Any], kept: list[torch.Tensor], args: tuple, kwargs: dict) -> Any:
@@ -54,7 +54,7 @@ class SmolVLMAdapter(ImageFramesAdapter):
         of each prompt come back at full length with zeros for the frames not encoded."""
         images = args[0] if args else kwargs.pop("pixel_values")
         masks = args[1] if len(args) > 1 else kwargs.pop("pixel_attention_mask", None)
-        real = images.flatten(2).ne(0).any(dim=-1)
+        real = _real_frames(images)
         prompts = [b for b in range(images.shape[0]) if bool(real[b].any())]
         chosen = {b: real[b].nonzero().flatten()[frames.to(images.device)] for b, frames in zip(prompts, kept)}
         width = max(len(c) for c in chosen.values())
@@ -78,3 +78,9 @@ class SmolVLMAdapter(ImageFramesAdapter):
             features.append(full)
         output.pooler_output = features
         return output
+
+
+def _real_frames(images: torch.Tensor) -> torch.Tensor:
+    """Which frames hold pixels, over the leading dims of [..., C, H, W]: the processor pads batches
+    with all-zero frames, which the model skips."""
+    return images.flatten(-3).ne(0).any(dim=-1)
