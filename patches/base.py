@@ -31,6 +31,13 @@ class FamilyAdapter:
     supports_layer_stage: bool = True
     # The base-model method that encodes a prompt's video frames (its arguments are recorded for layouts).
     video_encoder: str = "get_video_features"
+    # Where select-stage methods (frame selection) act: "encoder" = the vision tower encodes only the
+    # chosen frame groups; "prefill" = every frame is encoded and the chosen frames' rows are kept at the
+    # language model (saves LLM tokens, not encoder time); "" = refused.
+    select_stage: str = ""
+    # The processor class's default normalisation, undone so selectors see intensities in [0, 1].
+    pixel_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    pixel_std: tuple[float, ...] = (0.5, 0.5, 0.5)
     # For the README's generated support table (vtc list --markdown).
     batch_note: str = "left-padded, per-sample budgets"
     known_limits: str = ""
@@ -63,6 +70,30 @@ class FamilyAdapter:
     def pixels(self, captured: dict[str, Any], sample_sizes: list[int]) -> list[torch.Tensor] | None:
         """Per-sample raw pixels [N, tp, C, P] of each visual token, or None if unavailable."""
         return None
+
+    def frame_pixels(self, captured: dict[str, Any]) -> torch.Tensor | None:
+        """Every video frame of the batch [N, C, H, W] as the vision tower receives it, in prompt order."""
+        return None
+
+    def frame_thumbnails(self, captured: dict[str, Any], frames_per_video: list[int]) -> list[torch.Tensor]:
+        """Per video, [F, 1, C, h, w] intensities in [0, 1] averaged over each token's cell of the frame:
+        what a select-stage method scores on families that select at the prefill hook."""
+        pixels = self.frame_pixels(captured)
+        if pixels is None:
+            raise ValueError(f"select-stage methods need the {self.family} frames' pixels, which did not reach the model")
+        if pixels.shape[0] != sum(frames_per_video):
+            raise ValueError(
+                f"the model received {pixels.shape[0]} frames but the prompts hold {sum(frames_per_video)}: "
+                "vtc will not guess which frame belongs to which prompt"
+            )
+        mean = torch.tensor(self.pixel_mean, device=pixels.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.pixel_std, device=pixels.device).view(1, -1, 1, 1)
+        pooled = torch.nn.functional.adaptive_avg_pool2d(pixels.float() * std + mean, self.frame_grid())
+        return [t[:, None] for t in torch.split(pooled.clamp(0.0, 1.0), frames_per_video)]
+
+    def frame_grid(self) -> tuple[int, int]:
+        """(H, W) tokens of one frame as they enter the language model."""
+        raise NotImplementedError
 
     # -- extra model inputs that follow the visual rows ------------------------------------
     def compact_lm_kwargs(

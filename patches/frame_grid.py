@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from .base import FamilyAdapter, VisualLayout
+from .qwen_vl import CLIP_MEAN, CLIP_STD
 
 
 class FrameGridAdapter(FamilyAdapter):
@@ -23,6 +24,8 @@ class FrameGridAdapter(FamilyAdapter):
     """
 
     rope = "1d"
+    select_stage = "prefill"
+    pixel_mean, pixel_std = CLIP_MEAN, CLIP_STD
     batch_note = "left-padded, per-sample budgets; videos batched together need equal frame counts (processor)"
     known_limits = "no per-token pixels (`dtd(mode=pixel)` refuses); token times are frame indices"
     frame_prefix_rows: int = 0
@@ -31,9 +34,9 @@ class FrameGridAdapter(FamilyAdapter):
     def visual_token_id(self) -> int:
         return int(self.config.video_token_id)
 
-    def frame_grid(self) -> tuple[int, int]:
-        """(H, W) tokens of one frame as they enter the language model."""
-        raise NotImplementedError
+    def frame_pixels(self, captured: dict[str, Any]) -> torch.Tensor | None:
+        videos = captured.get("pixel_values_videos")
+        return None if videos is None else videos.flatten(0, 1)
 
     def layouts(self, captured: dict[str, Any], visual_mask: torch.Tensor) -> list[VisualLayout]:
         counts = visual_mask.sum(dim=1).tolist()

@@ -25,14 +25,15 @@ class ImageFramesAdapter(FamilyAdapter):
     """
 
     rope = "1d"
+    select_stage = "prefill"
     video_encoder = "get_image_features"
 
     def visual_token_id(self) -> int:
         return int(self.config.image_token_id)
 
-    def frame_grid(self) -> tuple[int, int]:
-        """(H, W) tokens of one frame after the family's pixel shuffle."""
-        raise NotImplementedError
+    def frame_pixels(self, captured: dict[str, Any]) -> torch.Tensor | None:
+        images = captured.get("pixel_values")
+        return None if images is None else images.flatten(0, images.ndim - 4)
 
     def layouts(self, captured: dict[str, Any], visual_mask: torch.Tensor) -> list[VisualLayout]:
         height, width = self.frame_grid()

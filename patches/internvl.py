@@ -8,6 +8,7 @@ from torch import nn
 
 from .base import _resolve
 from .image_frames import ImageFramesAdapter
+from .qwen_vl import CLIP_MEAN, CLIP_STD
 
 
 class InternVLAdapter(ImageFramesAdapter):
@@ -27,6 +28,7 @@ class InternVLAdapter(ImageFramesAdapter):
 
     model_types = ("internvl",)
     family = "InternVL"
+    pixel_mean, pixel_std = CLIP_MEAN, CLIP_STD
     batch_note = (
         "left-padded, per-sample budgets; InternVLProcessor cannot batch clips of different lengths "
         "(process each sample, then left-pad)"

@@ -28,6 +28,7 @@ class QwenVLAdapter(FamilyAdapter):
     model_types = ("qwen2_vl", "qwen2_5_vl")
     family = "Qwen2-VL / Qwen2.5-VL"
     rope = "mrope"
+    select_stage = "encoder"
     known_limits = "Qwen2-VL token times assume the processor's default 2 fps"
     pixel_mean = CLIP_MEAN
     pixel_std = CLIP_STD
@@ -92,18 +93,27 @@ class QwenVLAdapter(FamilyAdapter):
         return list(torch.split(flat, sample_sizes))
 
     # -- select stage (patches/qwen_select.py) --------------------------------------------------
-    def group_thumbnails(self, values: torch.Tensor, grids: torch.Tensor) -> list[torch.Tensor]:
+    def select_thumbnails(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
         """Per video [T, tp, C, H/m, W/m] low-resolution intensities of every frame group."""
         from .qwen_select import group_thumbnails
 
+        values, grids = _video_arguments(args, kwargs)
         return group_thumbnails(values, grids, self._merge(), self._temporal_patch(), self.pixel_mean, self.pixel_std)
 
-    def encode_groups(self, encode: Callable[..., Any], values: torch.Tensor, grids: torch.Tensor,
-                      kept: list[torch.Tensor], **kwargs: Any) -> Any:
+    def encode_selected(self, encode: Callable[..., Any], kept: list[torch.Tensor], args: tuple, kwargs: dict) -> Any:
         """The model's video features with only the ``kept`` groups of each video encoded."""
         from .qwen_select import encode_groups
 
-        return encode_groups(encode, values, grids, kept, self._merge(), **kwargs)
+        values, grids = _video_arguments(args, kwargs)
+        rest = {k: v for k, v in kwargs.items() if k not in ("pixel_values_videos", "video_grid_thw")}
+        return encode_groups(encode, values, grids, kept, self._merge(), **rest)
+
+
+def _video_arguments(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pixel_values_videos, video_grid_thw) of a ``get_video_features`` call, however they were passed."""
+    values = args[0] if args else kwargs["pixel_values_videos"]
+    grids = args[1] if len(args) > 1 else kwargs["video_grid_thw"]
+    return values, grids
 
 
 def token_pixels(

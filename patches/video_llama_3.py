@@ -35,6 +35,7 @@ class VideoLlama3Adapter(FamilyAdapter):
         "token times are frame indices"
     )
     rope = "1d"
+    select_stage = "prefill"
     pixel_mean = HALF
     pixel_std = HALF
 
@@ -97,6 +98,26 @@ class VideoLlama3Adapter(FamilyAdapter):
         flat = token_pixels(values, grids, int(merges[0]), 1, self.pixel_mean, self.pixel_std)
         present = torch.cat([mask for _, mask in self._videos(captured, flat.device)])
         return list(torch.split(flat[present], sample_sizes))
+
+    def frame_thumbnails(self, captured: dict[str, Any], frames_per_video: list[int]) -> list[torch.Tensor]:
+        """Per video [T, 1, C, h, w]: each merged cell's mean intensity, from the full pixels (the processor's
+        own token compression thins the prompt, not ``pixel_values_videos``)."""
+        values, grids = captured.get("pixel_values_videos"), captured.get("video_grid_thw")
+        merges = captured.get("video_merge_sizes")
+        if values is None or grids is None or merges is None:
+            raise ValueError("select-stage methods need pixel_values_videos, video_grid_thw and video_merge_sizes")
+        thumbs, start = [], 0
+        for (t, h, w), merge in zip(grids.tolist(), merges.tolist()):
+            grid = grids.new_tensor([[t, h, w]])
+            cells = token_pixels(values[start : start + t * h * w], grid, merge, 1, self.pixel_mean, self.pixel_std)
+            start += t * h * w
+            cells = cells.mean(dim=-1).view(t, h // merge, w // merge, 1, -1)
+            thumbs.append(cells.permute(0, 3, 4, 1, 2).clamp(0.0, 1.0))
+        if [int(th.shape[0]) for th in thumbs] != list(frames_per_video):
+            raise ValueError(
+                f"the videos have {[int(th.shape[0]) for th in thumbs]} frames but the prompts hold {frames_per_video}"
+            )
+        return thumbs
 
 
 def _masked_grid_layout(

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from vtc.collate import left_pad_collate
 from vtc.engine import cache_kwarg
 from vtc.synth.model import CHAT_TEMPLATE, SPECIAL_TOKENS
 from vtc.synth.model import build_tokenizer as reference_tokenizer
@@ -243,6 +244,7 @@ def _llava_onevision() -> Tiny:
     processor = LlavaOnevisionProcessor(
         LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=[[56, 56]]), tokenizer,
         LlavaOnevisionVideoProcessor(size=size), num_image_tokens=16, vision_feature_select_strategy="full",
+        chat_template=_chat_template("<video>", "<|im_start|>", "<|im_end|>\n", "<|im_start|>assistant\n"),
     )
     model = LlavaOnevisionForConditionalGeneration(config).eval()
     return Tiny("llava_onevision", model, processor, video_placeholder="<video>", frame_rows=4, video_suffix_rows=1)
@@ -262,6 +264,7 @@ def _llava_next_video() -> Tiny:
     processor = LlavaNextVideoProcessor(
         LlavaNextVideoVideoProcessor(**sizes), LlavaNextImageProcessor(**sizes, image_grid_pinpoints=[[56, 56]]),
         tokenizer, patch_size=14, vision_feature_select_strategy="default",
+        chat_template=_chat_template("<video>", "", "\n", "ASSISTANT:"),
     )
     model = LlavaNextVideoForConditionalGeneration(config).eval()
     return Tiny("llava_next_video", model, processor, video_placeholder="<video>", template=LLAMA_TEMPLATE,
@@ -282,6 +285,7 @@ def _video_llava() -> Tiny:
     processor = VideoLlavaProcessor(
         VideoLlavaImageProcessor(**sizes), VideoLlavaVideoProcessor(**sizes), tokenizer, patch_size=14,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        chat_template=_chat_template("<video>", "", "\n", "ASSISTANT:"),
     )
     model = VideoLlavaForConditionalGeneration(config).eval()
     return Tiny("video_llava", model, processor, video_placeholder="<video>", template=LLAMA_TEMPLATE,
@@ -334,33 +338,6 @@ def _tiny_text(vocab_size: int, model_type: str) -> dict[str, Any]:
 TINY_VISION = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14)
 
 
-def _left_pad_collate(samples: list[Any], pad_id: int) -> Any:
-    """One left-padded batch from per-sample processor outputs.
-
-    Frame-major pixels ([F, C, H, W], InternVL) are concatenated; per-sample pixels ([1, F, C, H, W],
-    SmolVLM) are padded with all-zero frames, which the model recognises as padding and skips.
-    """
-    from transformers import BatchFeature
-
-    length = max(s["input_ids"].shape[1] for s in samples)
-    ids = torch.full((len(samples), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(samples), length), dtype=torch.long)
-    for b, s in enumerate(samples):
-        n = s["input_ids"].shape[1]
-        ids[b, length - n :], mask[b, length - n :] = s["input_ids"][0], s["attention_mask"][0]
-    batch = {"input_ids": ids, "attention_mask": mask}
-    for key in ("pixel_values", "pixel_attention_mask"):
-        values = [s[key] for s in samples if key in s]
-        if not values:
-            continue
-        if key == "pixel_values" and values[0].ndim == 4:
-            batch[key] = torch.cat(values)
-            continue
-        frames = max(v.shape[1] for v in values)
-        batch[key] = torch.cat([torch.nn.functional.pad(v, (0, 0) * (v.ndim - 2) + (0, frames - v.shape[1])) for v in values])
-    return BatchFeature(batch)
-
-
 def _internvl() -> Tiny:
     """InternVL: 112 px frames, 14 px patches, pixel shuffle 0.5: 4x4 = 16 tokens per frame (256 in the real model)."""
     from transformers import (GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration,
@@ -392,7 +369,7 @@ def _internvl() -> Tiny:
                       return_tensors="pt", **kwargs)
             for v, q in zip(videos, questions)
         ]
-        return _left_pad_collate(samples, processor.tokenizer.pad_token_id)
+        return left_pad_collate(samples, processor.tokenizer.pad_token_id)
 
     return Tiny("internvl", InternVLForConditionalGeneration(config), processor, make_inputs=make_inputs)
 
@@ -429,7 +406,7 @@ def _smolvlm() -> Tiny:
                       video_metadata=[_metadata(len(v))], do_sample_frames=False, return_tensors="pt", **kwargs)
             for v, q in zip(videos, questions)
         ]
-        return _left_pad_collate(samples, processor.tokenizer.pad_token_id)
+        return left_pad_collate(samples, processor.tokenizer.pad_token_id)
 
     return Tiny("smolvlm", SmolVLMForConditionalGeneration(config), processor, make_inputs=make_inputs)
 

@@ -10,7 +10,7 @@ from vtc.runner import build_inputs
 from vtc.select.decode import decode_frames
 from vtc.video import DecodedVideo
 
-from .builders import families_with, tiny, video, write_mp4
+from .builders import STACKED_VIDEO_FAMILIES, families_with, tiny, video, write_mp4
 
 SELECT_FAMILIES = families_with("select")
 
@@ -140,12 +140,18 @@ def test_select_composes_with_prefill_and_layer_steps(family: str) -> None:
     assert set(stats.layer_kept_indices[2][0]) <= set(stats.kept_indices[0])
 
 
+def _one_video_per_prompt(family: str) -> list[np.ndarray]:
+    """Two prompts of one video each (the select stage takes one video per prompt); different lengths
+    where the family's processor can batch them."""
+    return [video(8), video(8 if family in STACKED_VIDEO_FAMILIES else 4, seed=1)]
+
+
 def _masked_reference(tm, inputs, kept_indices):
     from .test_oracles import _rope_positions
 
     mask = inputs["attention_mask"].clone()
     for b, kept in enumerate(kept_indices):
-        rows = ((inputs["input_ids"][b] == tm.model.config.video_token_id) & mask[b].bool()).nonzero().flatten()
+        rows = tm.visual_rows(inputs, b)
         dropped = torch.ones(rows.numel(), dtype=torch.bool)
         dropped[kept] = False
         mask[b, rows[dropped]] = 0
@@ -157,9 +163,9 @@ def _masked_reference(tm, inputs, kept_indices):
 @pytest.mark.parametrize("spec", ["uniform-frames:0.5", "keyframes:0.5", "scenes:0.5", "query:0.5",
                                   "keyclips(relevance=novelty,clip_length=1):0.5>dtd:0.5"])
 def test_selection_equals_full_video_with_unselected_frames_masked(family: str, spec: str) -> None:
-    """Kept frame groups keep their true M-RoPE ids and the features a full encoding gives them."""
+    """Kept frame groups keep their true position ids and the features a full encoding gives them."""
     tm = tiny(family)
-    inputs = tm.inputs([video(8), video(4, seed=1)])
+    inputs = tm.inputs(_one_video_per_prompt(family))
     with vtc.compressed(tm.model, spec), torch.no_grad():
         pruned = tm.model(**inputs).logits[:, -1]
         kept, total = tm.model.vtc_stats.kept_indices, tm.model.vtc_stats.visual_tokens
@@ -171,7 +177,7 @@ def test_selection_equals_full_video_with_unselected_frames_masked(family: str, 
 @pytest.mark.parametrize("spec", ["uniform-frames:1.0", "keyframes(context_share=0):1.0", "query(duplicate=1.0):1.0>fastv@2:1.0"])
 def test_retain_one_selection_is_bit_identical(family: str, spec: str) -> None:
     tm = tiny(family)
-    inputs = tm.inputs([video(8), video(4, seed=1)])
+    inputs = tm.inputs(_one_video_per_prompt(family))
     with torch.no_grad():
         reference = tm.model(**inputs).logits
     with vtc.compressed(tm.model, spec), torch.no_grad():
@@ -193,6 +199,22 @@ def test_pixel_selectors_encode_only_the_chosen_frames() -> None:
         hook.remove()
     full = inputs["pixel_values_videos"].shape[0]
     assert seen == [full // 4, full], "keyframes encodes 2 of 8 groups; query must see every group first"
+
+
+def test_smolvlm_encodes_only_the_chosen_frames_inside_generate() -> None:
+    """generate() encodes before any forward sees the prompt: the chosen frames come from pixel_values' rows."""
+    tm = tiny("smolvlm")
+    inputs = tm.inputs([video(8)])
+    seen: list[int] = []
+    hook = tm.model.model.vision_model.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append((args[0] if args else kwargs["pixel_values"]).shape[0]), with_kwargs=True)
+    try:
+        with vtc.compressed(tm.model, "keyframes(context_share=0):0.25"), torch.no_grad():
+            tm.model.generate(**inputs, max_new_tokens=2, do_sample=False)
+            kept = tm.model.vtc_stats.selected_frames[0]
+    finally:
+        hook.remove()
+    assert seen == [len(kept)] and len(kept) == 2, "keyframes keeps 2 of 8 frames and the tower encodes only those"
 
 
 # -- stats ---------------------------------------------------------------------------------------
@@ -239,3 +261,44 @@ def test_clear_errors(flash_mp4: str) -> None:
     inputs = tm.inputs([video(8)])
     with vtc.compressed(tm.model, "uniform-frames", tokens=5), pytest.raises(ValueError, match="smaller than one frame group"):
         tm.model(**inputs)
+
+
+NON_QWEN_SELECT = [f for f in SELECT_FAMILIES if not f.startswith("qwen")]
+
+
+@pytest.mark.parametrize("family", NON_QWEN_SELECT)
+def test_video_processor_selects_before_every_familys_processor(flash_mp4: str, family: str) -> None:
+    tm, processor = _processor(family, "keyframes", retain=0.25)
+    inputs = processor([flash_mp4, flash_mp4], ["What flashed?", "Which frame is white?"])
+    record = inputs.vtc_selection
+    per_frame, _ = processor.measured_tokens(112, 112)
+    for b in range(2):
+        assert FLASH in record.selected_frames[b]
+        assert record.visual_tokens[b] == per_frame * len(record.selected_frames[b]) <= record.budget_tokens[b]
+    try:
+        vtc.wrap(tm.model, "random:0.5")
+        with torch.no_grad():
+            tm.model.generate(**inputs, max_new_tokens=2, do_sample=False)
+        assert tm.model.vtc_stats.selected_frames == record.selected_frames
+        assert tm.model.vtc_stats.selected_times == record.selected_times
+    finally:
+        vtc.unwrap(tm.model)
+
+
+@pytest.mark.parametrize("family", ["smolvlm", "video_llama_3"])
+def test_video_processor_writes_the_selected_frames_real_times(flash_mp4: str, family: str) -> None:
+    tm, processor = _processor(family, "keyframes", retain=0.25)
+    inputs = processor([flash_mp4], ["What flashed?"])
+    times = inputs.vtc_selection.selected_times[0]
+    prompt = tm.processor.tokenizer.decode(inputs["input_ids"][0])
+    stamps = [f"Time {t:.1f}s" for t in times] if family == "video_llama_3" else [f"Frame from 00:{int(t):02d}" for t in times]
+    assert all(stamp in prompt for stamp in stamps), (stamps, prompt)
+    assert times == sorted(times) and times != [i / 4 for i in range(len(times))]
+
+
+def test_video_processor_on_fixed_resolution_families_refuses_scales_and_default_query_scoring(flash_mp4: str) -> None:
+    tm = tiny("internvl")
+    with pytest.raises(ValueError, match="no resolution to trade"):
+        vtc.VideoProcessor(tm.processor, "keyclips", retain=0.25, scales=(1.0, 0.5))
+    with pytest.raises(NotImplementedError, match="pass scorer="):
+        vtc.VideoProcessor(tm.processor, "query", retain=0.25, model=tm.model)([flash_mp4], ["What flashed?"])

@@ -231,7 +231,7 @@ class Engine:
             for tok, pix in zip(tokens, pixels):
                 tok.pixels = pix
         if self.select is not None:
-            tokens = self.select.apply(tokens, embeds, visual, stats)
+            tokens = self.select.apply(tokens, embeds, visual, stats, captured)
         else:
             _copy_processor_selection(self.model, captured, stats)
         if captured.get("vision_saliency") and self._prefill_needs("vision_saliency"):

@@ -3,10 +3,14 @@
 Decode cheaply for scoring (low-resolution candidates and the container's keyframes), let a
 selector choose frame groups and a resolution under a visual-token budget, decode only the
 chosen frames, and hand them to the Hugging Face processor with their real source indices
-(``VideoMetadata(frames_indices=...)``), so Qwen3-VL writes the right timestamps. Qwen2.5-VL spaces
-temporal ids evenly, so for it the processor also returns ``position_ids`` rebuilt from the real
-times (it needs ``model=`` for that); Qwen2-VL's temporal ids count frame groups and carry no time,
-so there is nothing to rebuild. Decoding uses decord (container keyframes come from its index). Selection records are on ``inputs.vtc_selection``.
+(``VideoMetadata(frames_indices=...)``), so Qwen3-VL, SmolVLM and VideoLLaMA3 write the right
+timestamps. Qwen2.5-VL spaces temporal ids evenly, so for it the processor also returns
+``position_ids`` rebuilt from the real times (it needs ``model=`` for that); Qwen2-VL's temporal ids
+count frame groups and carry no time, so there is nothing to rebuild. The Qwen processors size
+frames from the pixels they get, so plans there also trade resolution against frame count; the
+other families' processors fix each frame's token count themselves (measured once per video size
+by running the processor on frames of noise), so plans there choose frames only. Decoding uses decord
+(container keyframes come from its index). Selection records are on ``inputs.vtc_selection``.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from .select.decode import Candidates, decode_candidates, decode_frames, units
 from .video import DecodedVideo
 
 DEFAULT_SCALES = (1.0, 0.75, 0.5, 0.375, 0.25)
+QWEN_PROCESSORS = ("Qwen2VL", "Qwen2_5_VL", "Qwen3VL")
 Scorer = Callable[[np.ndarray, int, str], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -47,31 +52,47 @@ class VideoProcessor:
     ``select`` is a select-stage method name/spec (``"keyclips"``, ``"keyframes(references=3):0.2"``)
     or a ``Selector``. The budget (``retain`` or ``tokens``) is in visual tokens: ``retain`` is a
     fraction of what every candidate frame would cost at full resolution. Candidates are sampled at
-    ``candidate_fps`` and scored at ``scoring_size`` pixels square. ``model`` gives the default
-    query scorer (the model's own vision tower and text embeddings) and Qwen2.5-VL's positions;
-    ``scorer(frames, temporal_patch, question) -> (features [U, D], query [D])`` replaces it.
+    ``candidate_fps`` and scored at ``scoring_size`` pixels square. ``scales`` (Qwen processors only)
+    are the resolutions a plan may pick. ``model`` gives the default query scorer on the Qwen
+    families (the model's own vision tower and text embeddings) and Qwen2.5-VL's positions;
+    ``scorer(frames, temporal_patch, question) -> (features [U, D], query [D])`` replaces it. Prompts
+    come from the processor's chat template (the Qwen processors fall back to Qwen's prompt format).
     """
 
     def __init__(
         self, processor: Any, select: str | Selector, *, retain: float | None = None, tokens: int | None = None,
         model: Any = None, candidate_fps: float = 1.0, scoring_size: int = 32,
-        scales: Sequence[float] = DEFAULT_SCALES, scorer: Scorer | None = None, progress: bool = False,
+        scales: Sequence[float] | None = None, scorer: Scorer | None = None, progress: bool = False,
     ) -> None:
+        self.qwen = type(processor).__name__.startswith(QWEN_PROCESSORS)
+        if not self.qwen and not getattr(processor, "chat_template", None):
+            raise ValueError(
+                f"{type(processor).__name__} has no chat template; vtc.VideoProcessor writes each prompt with "
+                "the processor's own template: set processor.chat_template (released checkpoints ship one)"
+            )
+        if not self.qwen and scales is not None and tuple(scales) != (1.0,):
+            raise ValueError(
+                f"{type(processor).__name__} fixes each frame's token count itself, so there is no resolution to "
+                "trade: leave scales unset (only the Qwen processors size frames from the pixels they get)"
+            )
         self.processor, self.model = processor, model
         self.selector, spec_budget = _selector(select)
         if spec_budget is not None and (retain is not None or tokens is not None):
             raise ValueError(f"{select!r} carries its own budget; do not also pass retain= or tokens=")
         self.budget = self.selector.resolve_budget(spec_budget or Budget(retain=retain, tokens=tokens))
         self.candidate_fps, self.scoring_size, self.progress = candidate_fps, scoring_size, progress
+        scales = scales if scales is not None else (DEFAULT_SCALES if self.qwen else (1.0,))
         self.scales = tuple(sorted(set(scales), reverse=True))
         if not self.scales or self.scales[0] != 1.0 or self.scales[-1] <= 0:
             raise ValueError(f"scales must include 1.0 and be positive, got {scales}")
         self.scorer = scorer
         video = processor.video_processor
         self.temporal_patch = int(getattr(video, "temporal_patch_size", 1) or 1)
-        self.factor = int(video.patch_size) * int(getattr(video, "merge_size", 1))
-        self.min_pixels = int(video.size["shortest_edge"])
-        self.max_pixels = int(video.size["longest_edge"])
+        if self.qwen:
+            self.factor = int(video.patch_size) * int(getattr(video, "merge_size", 1))
+            self.min_pixels = int(video.size["shortest_edge"])
+            self.max_pixels = int(video.size["longest_edge"])
+        self._measured: dict[tuple[int, int], tuple[int, int]] = {}
         self.rebuild_positions = type(processor).__name__.startswith("Qwen2_5_VL")
         if self.rebuild_positions and model is None:
             raise ValueError(
@@ -83,6 +104,8 @@ class VideoProcessor:
     def frame_size(self, height: int, width: int, scale: float) -> tuple[int, int]:
         """(h, w) the family's processor keeps for a frame (multiples of patch x merge, within its pixel
         limits), after first scaling the frame it would produce by ``scale``."""
+        if not self.qwen:
+            return height, width  # the processor resizes; hand it the source size
         h, w = self._snap(height, width)
         return self._snap(h * scale, w * scale) if scale != 1.0 else (h, w)
 
@@ -98,11 +121,52 @@ class VideoProcessor:
         return int(h), int(w)
 
     def cost(self, height: int, width: int) -> UnitCost:
+        if not self.qwen:
+            per_unit = self.temporal_patch * self.measured_tokens(height, width)[0]
+            return UnitCost(tokens_at=lambda scale: per_unit, scales=(1.0,), shares=False)
+
         def tokens_at(scale: float) -> int:
             h, w = self.frame_size(height, width, scale)
             return (h // self.factor) * (w // self.factor)
 
         return UnitCost(tokens_at=tokens_at, scales=self.scales, shares=False)
+
+    def measured_tokens(self, height: int, width: int) -> tuple[int, int]:
+        """(visual tokens per frame, visual tokens per video besides its frames) that the processor writes
+        for frames of this size, from running it on one and two frames of noise (noise, so that a
+        processor's own redundancy dropping, like VideoLLaMA3's, keeps every token: an upper bound)."""
+        if (height, width) not in self._measured:
+            counts, rng = [], np.random.default_rng(0)
+            for n in (self.temporal_patch, 2 * self.temporal_patch):
+                noise = DecodedVideo(
+                    frames=rng.integers(0, 256, (n, height, width, 3), dtype=np.uint8),
+                    timestamps=np.arange(n, dtype=float), indices=np.arange(n), source_fps=1.0, total_frames=n,
+                    backend="noise", requested_frames=None, clamped=False,
+                )
+                counts.append(self._visual_counts(self._process([noise], ["?"]))[0])
+            per_frame = (counts[1] - counts[0]) // self.temporal_patch
+            if per_frame <= 0:
+                raise RuntimeError(f"{type(self.processor).__name__} wrote no visual tokens per frame; cannot plan a budget")
+            self._measured[(height, width)] = (per_frame, counts[0] - per_frame * self.temporal_patch)
+        return self._measured[(height, width)]
+
+    def _visual_counts(self, inputs: Any) -> list[int]:
+        """Visual placeholder tokens per prompt (video tokens, or image tokens where frames are images)."""
+        ids = inputs["input_ids"]
+        found = [int(i) for i in (getattr(self.processor, k, None) for k in ("video_token_id", "image_token_id"))
+                 if i is not None and bool((ids == int(i)).any())]
+        return [sum(int((row == i).sum()) for i in found) for row in ids]
+
+    def _process(self, videos: list[DecodedVideo], questions: list[str]) -> Any:
+        """Model inputs; non-Qwen processors run per sample (several cannot batch clips of different
+        lengths) and are left-padded together."""
+        from .collate import left_pad_collate
+        from .runner import build_inputs
+
+        if self.qwen:
+            return build_inputs(self.processor, videos, questions)
+        samples = [build_inputs(self.processor, [v], [q]) for v, q in zip(videos, questions)]
+        return left_pad_collate(samples, self.processor.tokenizer.pad_token_id)
 
     # -- the pipeline ------------------------------------------------------------------------------
     def plan(self, path: str | os.PathLike, question: str | None = None) -> tuple[Candidates, Frames, Plan, UnitCost]:
@@ -119,8 +183,6 @@ class VideoProcessor:
 
     def __call__(self, videos: Sequence[str | os.PathLike], questions: Sequence[str]) -> Any:
         """Model inputs for one question per video (left-padded batch), built from the selected frames."""
-        from .runner import build_inputs
-
         if len(videos) != len(questions):
             raise ValueError(f"got {len(videos)} videos and {len(questions)} questions; pass one question per video")
         record, decoded, group_times = SelectionRecord(), [], []
@@ -141,9 +203,13 @@ class VideoProcessor:
             record.budget_tokens.append(self.budget.count(len(frames) * cost.full))
             record.scale.append(plan.scale)
             record.notes += plan.notes
-        inputs = build_inputs(self.processor, decoded, list(questions))
-        merge = int(getattr(self.processor.video_processor, "merge_size", 1))
-        record.visual_tokens = [int(t * h * w) // merge**2 for t, h, w in inputs["video_grid_thw"].tolist()]
+        inputs = self._process(decoded, list(questions))
+        if self.qwen:
+            merge = int(getattr(self.processor.video_processor, "merge_size", 1))
+            record.visual_tokens = [int(t * h * w) // merge**2 for t, h, w in inputs["video_grid_thw"].tolist()]
+        else:
+            extra = [self.measured_tokens(v.frames.shape[1], v.frames.shape[2])[1] for v in decoded]
+            record.visual_tokens = [n - e for n, e in zip(self._visual_counts(inputs), extra)]
         for sample, (got, budget) in enumerate(zip(record.visual_tokens, record.budget_tokens)):
             if got > budget and not any("below one frame group" in n for n in record.notes):
                 raise RuntimeError(
@@ -156,12 +222,18 @@ class VideoProcessor:
             inputs["position_ids"] = positions_at_times(self.model, inputs, group_times)
         inputs.vtc_selection = record
         if self.model is not None:
-            self.model._vtc_processor_selection = (inputs["video_grid_thw"].clone(), record)
+            self.model._vtc_processor_selection = (inputs["input_ids"].clone(), record)
         return inputs
 
     def _score(self, thumbs: np.ndarray, question: str) -> tuple[torch.Tensor, torch.Tensor]:
         if self.scorer is not None:
             return self.scorer(thumbs, self.temporal_patch, question)
+        if not self.qwen:
+            raise NotImplementedError(
+                f"{self.selector.name} scores frames against the question; the default scorer (the model's own "
+                f"vision tower) is written for the Qwen families, not {type(self.processor).__name__}: pass "
+                "scorer=, or use vtc.wrap(model, 'query', ...), which scores every family at the language model"
+            )
         if self.model is None:
             raise ValueError(
                 f"{self.selector.name} scores frames against the question: pass model= (its own vision tower "
@@ -174,11 +246,11 @@ def processor_selection(model: Any, captured: dict[str, Any]) -> SelectionRecord
     """The record of the VideoProcessor call that built these inputs, if it was given this model.
 
     Lets a wrapped model report source frame indices in ``vtc_stats`` for inputs the processor
-    path selected; matched on ``video_grid_thw`` so inputs built another way never inherit it.
+    path selected; matched on ``input_ids`` so inputs built another way never inherit it.
     """
     pending = getattr(model, "_vtc_processor_selection", None)
-    grids = captured.get("video_grid_thw")
-    if pending is None or grids is None or not torch.equal(pending[0], grids.detach().cpu()):
+    ids = captured.get("input_ids")
+    if pending is None or ids is None or pending[0].shape != ids.shape or not torch.equal(pending[0], ids.detach().cpu()):
         return None
     return pending[1]
 

@@ -16,9 +16,9 @@ def method_rows() -> list[tuple[str, str, str]]:
 
 
 def supported_stages(adapter: type) -> tuple[str, ...]:
-    """The stages vtc can hook on a family: select needs an adapter that thumbnails frame groups."""
+    """The stages vtc can hook on a family (select where the adapter says where frames are chosen)."""
     stages = ("prefill", "layer") if adapter.supports_layer_stage else ("prefill",)
-    return ("select", *stages) if hasattr(adapter, "group_thumbnails") else stages
+    return ("select", *stages) if adapter.select_stage else stages
 
 
 def family_rows() -> list[tuple[str, ...]]:
@@ -30,7 +30,8 @@ def family_rows() -> list[tuple[str, ...]]:
         stages = supported_stages(adapter)
         methods = [name for name in list_methods() if get(name).stage in stages]
         runs = "all" if len(methods) == len(list_methods()) else ", ".join(f"`{m}`" for m in methods)
-        rows.append((adapter.family, ", ".join(adapter.model_types), adapter.rope, ", ".join(stages), runs,
+        shown = [f"{s} ({adapter.select_stage})" if s == "select" else s for s in stages]
+        rows.append((adapter.family, ", ".join(adapter.model_types), adapter.rope, ", ".join(shown), runs,
                      adapter.batch_note, adapter.known_limits or "-"))
     return rows
 
