@@ -2,7 +2,7 @@
 
 Writes eval/results/synth_accuracy.md and .json. Run from the repository root:
 
-    python eval/synth_accuracy.py --models vtc/assets/reference-model eval/checkpoints/reference-seed0-recipe-a \
+    python eval/synth_accuracy.py --models vtc/assets/reference-model eval/checkpoints/reference-seed2 \
         --items 240 --methods random uniform pool dtd fastv divprune vidcom2 dycoke fastvid holitom prunevid evad centerclip
 
 After changing one method, ``--update --methods NAME`` recomputes only its rows in the existing table.
