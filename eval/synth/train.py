@@ -23,9 +23,9 @@ What makes a model this small learn on two CPU cores:
   95% with the category term added; in the full recipe it took count from 0.78-0.90 to 1.00
   held-out, motion stayed at 0.65);
 * both losses also on the vision tower's output, read through the same norm and head: a short path
-  that makes the tower itself encode each word. Through the LLM alone the tower never learnt the
-  direction (run 7, 0.65 motion); with this path motion reached 0.80 by step 1500 and 1.00 at the
-  end (run 8, held-out 0.996 overall);
+  that makes the tower itself encode each word. With the losses at the LLM output only, motion
+  stayed at 0.65 (run 7); with this path it reached 0.80 by step 1500 and 1.00 at the end (run 8,
+  held-out 0.996 overall);
 * AdamW at 1e-3 with a warm-up-stable-decay schedule.
 
 Run: ``python -m vtc.synth.train --seed 1 --out vtc/assets/reference-model`` (the shipped model)
