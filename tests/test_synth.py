@@ -191,3 +191,13 @@ def test_render_item_rejects_bad_arguments(bad: dict) -> None:
     kwargs = {"qtype": "detail", **bad}
     with pytest.raises(ValueError):
         render_item(0, **kwargs)
+
+
+def test_every_type_renders_and_oracle_answers_at_224_px_and_32_frames() -> None:
+    """Objects grow with the frame: at 224 px they are wider than one 28 px merged token, so the
+    detail object and the count blinker are centred in a cell of whole tokens that holds them."""
+    for qtype in QUESTION_TYPES:
+        for seed in range(3):
+            frames, item = render_item(seed, qtype, num_frames=32, size=224)
+            assert frames.shape == (32, 224, 224, 3)
+            assert oracle_answer(frames, item) == item["answer"], item

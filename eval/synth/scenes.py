@@ -117,14 +117,18 @@ def _place(rng: np.random.Generator, size: int, side: int, taken: list[Box]) -> 
     raise RuntimeError("could not place object; frame too small for the scene")
 
 
-def _cell_places(rng: np.random.Generator, size: int, side: int, n: int, cell: int = 28) -> list[tuple[int, int]]:
-    """Top-lefts of ``n`` objects, each centred in its own merged-token cell (``cell`` px, patch 14 x
-    merge 2), in distinct cells: a detail object is then seen whole by one visual token instead of
-    being cut into fragments across up to four, which a ~2M-parameter ViT could not read a shape from."""
+def _cell_place(rng: np.random.Generator, size: int, side: int, token: int = 28) -> tuple[tuple[int, int], Box]:
+    """Top-left of an object centred in a random cell of the merged-token grid (``token`` px, patch 14 x
+    merge 2), and that whole cell, which other objects must stay out of: at 112 px the object is then
+    seen whole by one visual token instead of being cut into fragments across up to four, which a
+    ~2M-parameter ViT could not read a shape from. Objects scale with the frame, so at larger sizes a
+    cell is the smallest square of whole tokens that holds the object."""
+    cell = token * -(-side // token)
     per_side = size // cell
     offset = 2 * ((cell - side) // 4)
-    picks = rng.choice(per_side * per_side, size=n, replace=False)
-    return [(int(k // per_side) * cell + offset, int(k % per_side) * cell + offset) for k in picks]
+    k = int(rng.choice(per_side * per_side, size=1, replace=False)[0])
+    y0, x0 = k // per_side * cell, k % per_side * cell
+    return (y0 + offset, x0 + offset), (y0, x0, y0 + cell, x0 + cell)
 
 
 def _static(pos: tuple[int, int], frames: range) -> dict[int, tuple[int, int]]:
@@ -152,9 +156,7 @@ def build_detail(rng: np.random.Generator, num_frames: int, size: int, letter: i
     colors += [str(c) for c in rng.permutation([c for c in COLORS if c not in colors])][: 3 - len(colors)]
     shapes = [] if value in COLORS else [value]
     shapes += [str(s) for s in rng.permutation([s for s in SHAPES if s not in shapes])][: 3 - len(shapes)]
-    (y, x), = _cell_places(rng, size, side, 1)
-    offset = 2 * ((28 - side) // 4)  # as in _cell_places
-    cell: Box = (y - offset, x - offset, y - offset + 28, x - offset + 28)  # the small object's whole cell
+    (y, x), cell = _cell_place(rng, size, side)
     while True:  # a first large object can leave no room for the second: place both again
         taken = [cell]
         try:
@@ -254,12 +256,9 @@ def build_count(rng: np.random.Generator, num_frames: int, size: int, letter: in
             break
     color, other = (str(c) for c in rng.choice(list(COLORS), size=2, replace=False))
     shape = str(rng.choice(SHAPES))
-    (y, x), = _cell_places(rng, size, side, 1)
-    offset = 2 * ((28 - side) // 4)  # as in _cell_places
-    taken: list[Box] = [(y - offset, x - offset, y - offset + 28, x - offset + 28)]  # the blinker's whole cell
-    place = _place(rng, size, side, taken)
+    pos, cell = _cell_place(rng, size, side)
+    place = _place(rng, size, side, [cell])
     distractor = Sprite(str(rng.choice(SHAPES)), other, side, _static(place, range(num_frames)))
-    pos = (y, x)
     blinker = Sprite(shape, color, side, {t: pos for p in on for t in (2 * int(p), 2 * int(p) + 1)}, True)
     question = f"How many times does the {color} {shape} blink?"
     options = _arrange(rng, value, COUNTS, NUM_OPTIONS["count"], letter)
