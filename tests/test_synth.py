@@ -21,7 +21,9 @@ from vtc.synth import (
     register_cli,
     render_item,
 )
+from vtc.synth.dataset import scene_spec
 from vtc.synth.oracle import color_labels
+from vtc.synth.scenes import MIN_SIZE
 from vtc.synth.vocab import COLORS, LETTERS, NUM_OPTIONS, VALUES
 
 SEED = 1234
@@ -191,6 +193,21 @@ def test_render_item_rejects_bad_arguments(bad: dict) -> None:
     kwargs = {"qtype": "detail", **bad}
     with pytest.raises(ValueError):
         render_item(0, **kwargs)
+
+
+def test_every_type_builds_at_every_even_size_from_the_minimum_to_256_px() -> None:
+    """Placement must finish at any allowed size: at 160 px a central detail cell left no room for
+    the two large objects and placing them retried forever; below MIN_SIZE a motion path cannot fit."""
+    for size in range(MIN_SIZE, 257, 2):
+        for qtype in QUESTION_TYPES:
+            for seed in range(4):
+                spec, _, _ = scene_spec(seed, qtype, size=size)
+                for sprite in spec.sprites:
+                    assert all(0 <= v and v + sprite.size <= size for pos in sprite.track.values() for v in pos)
+    with pytest.raises(ValueError, match="too small"):
+        scene_spec(0, "motion", size=MIN_SIZE - 2)
+    with pytest.raises(ValueError, match=f">= {MIN_SIZE}"):
+        render_item(0, "detail", size=MIN_SIZE - 2)
 
 
 def test_every_type_renders_and_oracle_answers_at_224_px_and_32_frames() -> None:

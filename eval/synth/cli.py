@@ -18,7 +18,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsers
     make.add_argument("--count", type=int, required=True, help="number of items; types cycle")
     make.add_argument("--out", required=True, help="output directory")
     make.add_argument("--num-frames", type=int, default=16, help="frames per video, even, >= 16 (default 16)")
-    make.add_argument("--size", type=int, default=112, help="frame side in pixels, even, >= 64 (default 112)")
+    make.add_argument("--size", type=int, default=112, help="frame side in pixels, even, >= 68 (default 112)")
     make.add_argument("--fps", type=float, default=4.0, help="frame rate written to the mp4 (default 4)")
     make.add_argument("--types", type=lambda s: s.split(","), default=None,
                       help=f"comma-separated subset of {','.join(QUESTION_TYPES)} (default all)")

@@ -10,7 +10,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .render import render_frames
-from .scenes import BUILDERS, SceneSpec
+from .scenes import BUILDERS, MIN_SIZE, SceneSpec
 from .video_io import write_mp4
 from .vocab import LETTERS, NUM_OPTIONS, QUESTION_TYPES, VALUES
 
@@ -73,8 +73,8 @@ def render_item(
     """
     if num_frames < 16 or num_frames % 2:
         raise ValueError("num_frames must be even and >= 16 (events are placed on frame pairs)")
-    if size < 64 or size % 2:
-        raise ValueError("size must be even (yuv420) and >= 64 (objects must stay visible)")
+    if size < MIN_SIZE or size % 2:
+        raise ValueError(f"size must be even (yuv420) and >= {MIN_SIZE} (a motion clip's path must fit in the frame)")
     spec, letter, value = scene_spec(seed, qtype, answer, answer_text, num_frames, size)
     frames, evidence = render_frames(spec, num_frames, size)
     item = {

@@ -55,6 +55,8 @@ Builder = Callable[[np.random.Generator, int, int, int, str], SceneSpec]
 _PATTERNS = ("noise", "stripes", "checker")
 _MARGIN = 2  # keep objects this many pixels away from the frame border
 _GAP = 4  # minimum empty pixels between objects that are visible at the same time
+_DETAIL_ATTEMPTS = 100  # the cell leaves room for both large objects; this only bounds bad luck
+MIN_SIZE = 68  # smallest even frame side a motion clip's path fits in (build_motion)
 MOTION_FRAMES = 11  # frames during which a motion question's object moves
 
 
@@ -117,18 +119,44 @@ def _place(rng: np.random.Generator, size: int, side: int, taken: list[Box]) -> 
     raise RuntimeError("could not place object; frame too small for the scene")
 
 
-def _cell_place(rng: np.random.Generator, size: int, side: int, token: int = 28) -> tuple[tuple[int, int], Box]:
+def _cell_place(
+    rng: np.random.Generator, size: int, side: int, token: int = 28, room_for: tuple[int, int] | None = None,
+) -> tuple[tuple[int, int], Box]:
     """Top-left of an object centred in a random cell of the merged-token grid (``token`` px, patch 14 x
     merge 2), and that whole cell, which other objects must stay out of: at 112 px the object is then
     seen whole by one visual token instead of being cut into fragments across up to four, which a
     ~2M-parameter ViT could not read a shape from. Objects scale with the frame, so at larger sizes a
-    cell is the smallest square of whole tokens that holds the object."""
+    cell is the smallest square of whole tokens that holds the object. With ``room_for=(n, side)`` only
+    cells beside which ``n`` (at most 2) objects of that side still fit are drawn (a central cell of a
+    160 px frame leaves no room for two 52 px objects, and placing them retried forever)."""
     cell = token * -(-side // token)
     per_side = size // cell
     offset = 2 * ((cell - side) // 4)
-    k = int(rng.choice(per_side * per_side, size=1, replace=False)[0])
-    y0, x0 = k // per_side * cell, k % per_side * cell
-    return (y0 + offset, x0 + offset), (y0, x0, y0 + cell, x0 + cell)
+    cells = [(k // per_side * cell, k % per_side * cell) for k in range(per_side * per_side)]
+    cells = [(y0, x0, y0 + cell, x0 + cell) for y0, x0 in cells]
+    if room_for is not None:
+        cells = [c for c in cells if _fits_beside(size, c, *room_for)]
+        if not cells:
+            raise ValueError(f"a {size} px frame has no {cell} px cell with room for {room_for[0]} objects of "
+                             f"{room_for[1]} px beside it; use a larger --size")
+    box = cells[int(rng.choice(len(cells), size=1, replace=False)[0])]
+    return (box[0] + offset, box[1] + offset), box
+
+
+def _fits_beside(size: int, taken: Box, count: int, side: int) -> bool:
+    """Whether ``count`` (1 or 2) ``side`` px objects fit in the frame without touching ``taken``
+    (the positions ``_place`` draws from). Two fit iff the free positions span at least side + gap
+    along one axis, since two boxes are apart exactly when one axis separates them."""
+    if count not in (1, 2):
+        raise ValueError("_fits_beside checks one or two objects")
+    starts = np.arange(_MARGIN, size - _MARGIN - side + 1, 2)
+    y, x = np.meshgrid(starts, starts, indexing="ij")
+    apart = ((y + side + _GAP <= taken[0]) | (taken[2] + _GAP <= y)
+             | (x + side + _GAP <= taken[1]) | (taken[3] + _GAP <= x))  # _overlaps, negated, on every position
+    ys, xs = y[apart], x[apart]
+    if count == 1 or ys.size == 0:
+        return bool(ys.size)
+    return bool(max(ys.max() - ys.min(), xs.max() - xs.min()) >= side + _GAP)
 
 
 def _static(pos: tuple[int, int], frames: range) -> dict[int, tuple[int, int]]:
@@ -156,14 +184,16 @@ def build_detail(rng: np.random.Generator, num_frames: int, size: int, letter: i
     colors += [str(c) for c in rng.permutation([c for c in COLORS if c not in colors])][: 3 - len(colors)]
     shapes = [] if value in COLORS else [value]
     shapes += [str(s) for s in rng.permutation([s for s in SHAPES if s not in shapes])][: 3 - len(shapes)]
-    (y, x), cell = _cell_place(rng, size, side)
-    while True:  # a first large object can leave no room for the second: place both again
+    (y, x), cell = _cell_place(rng, size, side, room_for=(2, large))
+    for _ in range(_DETAIL_ATTEMPTS):  # a first large object can leave no room for the second: place both again
         taken = [cell]
         try:
             places = [_place(rng, size, large, taken) for _ in range(2)]
             break
         except RuntimeError:
             continue
+    else:
+        raise RuntimeError(f"could not place the two large objects of a detail clip in {_DETAIL_ATTEMPTS} attempts")
     frames = range(num_frames)
     sprites = [Sprite(shapes[0], colors[0], side, _static((y, x), frames), True)]
     sprites += [Sprite(shapes[i], colors[i], large, _static(places[i - 1], frames)) for i in (1, 2)]
@@ -205,6 +235,8 @@ def build_motion(rng: np.random.Generator, num_frames: int, size: int, letter: i
     distance = 2 * round(0.036 * size * (moving - 1))
     first = 2 * int(rng.integers(0, (num_frames - moving) // 2 + 1))
     lo, hi = _MARGIN, size - _MARGIN - side
+    if hi - distance < lo:
+        raise ValueError(f"a {size} px frame is too small for a {distance} px motion path; use a larger --size")
     along = int(rng.integers(lo, hi - distance + 1))  # smaller end of the path
     across = int(rng.integers(lo, hi + 1))
     start, end = (along + distance, along) if value in ("left", "up") else (along, along + distance)
@@ -256,7 +288,7 @@ def build_count(rng: np.random.Generator, num_frames: int, size: int, letter: in
             break
     color, other = (str(c) for c in rng.choice(list(COLORS), size=2, replace=False))
     shape = str(rng.choice(SHAPES))
-    pos, cell = _cell_place(rng, size, side)
+    pos, cell = _cell_place(rng, size, side, room_for=(1, side))
     place = _place(rng, size, side, [cell])
     distractor = Sprite(str(rng.choice(SHAPES)), other, side, _static(place, range(num_frames)))
     blinker = Sprite(shape, color, side, {t: pos for p in on for t in (2 * int(p), 2 * int(p) + 1)}, True)
