@@ -155,15 +155,30 @@ def test_save_load_round_trips_bit_identical_outputs(tmp_path: Path, data_dir: P
         assert torch.equal(peft_route(**inputs).logits, trained)
 
 
-def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, data_dir: Path) -> None:
-    straight = trainer(tmp_path / "a", data_dir, steps=4, save_every=2)
+class Interrupted(Exception):
+    """Stands in for a run killed after its step-2 checkpoint."""
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, data_dir: Path, schedule: str) -> None:
+    straight = trainer(tmp_path / "a", data_dir, steps=4, save_every=2, schedule=schedule)
     straight.train()
-    first = trainer(tmp_path / "b", data_dir, steps=2, save_every=2)
-    first.train()
+    first = trainer(tmp_path / "b", data_dir, steps=4, save_every=2, schedule=schedule)
+    losses = first.losses
+
+    def stop_at_step_2(step: int):
+        if step == 2:
+            raise Interrupted
+        return losses(step)
+
+    first.losses = stop_at_step_2
+    with pytest.raises(Interrupted):
+        first.train()
     with pytest.raises(ValueError, match="--resume"):
-        trainer(tmp_path / "b", data_dir, steps=4, save_every=2)
+        trainer(tmp_path / "b", data_dir, steps=4, save_every=2, schedule=schedule)
     tm = fresh_tiny()
-    cfg = TrainConfig(method="scorer", retain=0.1, steps=4, batch_size=3, lr=1e-2, lora_lr=1e-2, save_every=2)
+    cfg = TrainConfig(method="scorer", retain=0.1, steps=4, batch_size=3, lr=1e-2, lora_lr=1e-2, save_every=2,
+                      schedule=schedule)
     resumed = CompressorTrainer(tm.model, tm.processor, data_dir, cfg, tmp_path / "b" / "adapter", resume=True,
                                 progress=False)
     assert resumed.step == 2
@@ -172,6 +187,14 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, data_dir: Path)
     assert want.keys() == got.keys()
     for name in want:
         assert torch.equal(want[name], got[name]), name
+
+
+def test_cosine_schedule_decays_both_learning_rates_to_a_tenth() -> None:
+    cfg = TrainConfig(steps=5, schedule="cosine")
+    assert [round(cfg.lr_scale(s), 4) for s in range(5)] == [1.0, 0.8682, 0.55, 0.2318, 0.1]
+    assert TrainConfig(steps=5, schedule="constant").lr_scale(3) == 1.0
+    with pytest.raises(ValueError, match="unknown schedule"):
+        TrainConfig(schedule="linear")
 
 
 def test_broken_or_mismatched_adapters_fail_clearly(tmp_path: Path, data_dir: Path) -> None:

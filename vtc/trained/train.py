@@ -5,11 +5,13 @@ the compressor runs inside ``vtc.wrap`` exactly as at inference (hard exact-budg
 with straight-through gradients in training mode. Logits come back for the compressed sequence,
 so the reply labels are compacted the same way (``labels.compact_labels``).
 
-Every step draws its batch and its exploration noise from (seed, step), so a run resumed from a
-checkpoint continues exactly as an uninterrupted one would.
+Every step draws its batch and its exploration noise from (seed, step), and the learning rates are a
+function of the step, so a run resumed from a checkpoint continues exactly as an uninterrupted one
+would (with ``--schedule cosine``, resuming with more ``--steps`` stretches the rest of the decay).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from .labels import compact_labels, next_token_loss
 from .store import ADAPTER_WEIGHTS, COMPRESSOR_WEIGHTS, base_fingerprint, build, lora_target_modules, save_compressor
 
 CHECKPOINT_DIR = "checkpoint"
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -44,6 +47,19 @@ class TrainConfig:
     save_every: int = 50
     num_frames: int = 16
     mixed_precision: str = "no"
+    schedule: str = "cosine"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
+
+    def lr_scale(self, step: int) -> float:
+        """Factor on both learning rates at ``step``: 1 throughout ("constant"), or a half cosine from
+        1 down to 0.1 at the last step ("cosine": the LoRA settles instead of hopping between
+        equally good minima at the end). A function of the step, so resuming needs no scheduler state."""
+        if self.schedule == "constant" or self.steps <= 1:
+            return 1.0
+        return 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(step, self.steps - 1) / (self.steps - 1)))
 
 
 class CompressorTrainer:
@@ -146,6 +162,8 @@ class CompressorTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.accelerator.backward(loss)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
+            for group, lr in zip(self.optimizer.param_groups, (cfg.lr, cfg.lora_lr)):
+                group["lr"] = lr * cfg.lr_scale(step)
             self.optimizer.step()
             self.seconds += time.perf_counter() - start
             self.log.append({"step": step, "loss": loss.item(), "answer_loss": answer.item(),
