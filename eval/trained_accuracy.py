@@ -2,7 +2,8 @@
 
 Each number comes from one ``vtc synth eval`` run on the held-out split (dataset seed 999999, as
 eval/synth_accuracy.py), whose JSON is kept under eval/results/trained/; runs whose JSON exists are
-not repeated. Writes eval/results/trained.md. Run from the repository root:
+not repeated. Writes the tables of eval/results/trained.md and keeps its hand-written notes (everything
+from ``NOTES_MARKER`` on). Run from the repository root:
 
     vtc synth make --seed 999999 --count 240 --out .cache/synth/heldout-240
     python eval/trained_accuracy.py --data .cache/synth/heldout-240
@@ -25,6 +26,8 @@ from vtc.synth import QUESTION_TYPES
 RETAINS = (0.1, 0.05)
 TRAINED = ("scorer", "resampler", "vq")
 ADAPTERS = Path("eval/results/adapters")
+# Everything from this line on in the output is written by hand (how the adapters were trained, reading) and kept.
+NOTES_MARKER = "<!-- notes: written by hand, kept when the tables above are regenerated -->"
 
 
 def run_eval(data: Path, out: Path, method: str | None, retain: float | None, items: int) -> dict:
@@ -90,7 +93,7 @@ def markdown(table: dict, model_commit: str, data: Path, from_summary: bool) -> 
         for kind, entry in table["trained"][retain].items():
             t, s = entry["training"], entry["summary"]
             info = (f"{s.get('steps', t['steps'])} steps x {t['batch_size']}, {s.get('train_seconds', float('nan')) / 60:.1f} min, "
-                    f"lr {t['lr']:g} / LoRA {t['lora_lr']:g} r{t['lora_rank']}"
+                    f"lr {t['lr']:g} / LoRA {t['lora_lr']:g} r{t['lora_rank']} {t.get('schedule', 'constant')}"
                     f"{', evidence loss' if t['method'] == 'scorer' and t['evidence_weight'] > 0 else ''}")
             lines.append(row(f"trained:{kind}", entry["result"], info))
         for method in sorted(free, key=lambda m: -free[m]["overall"]):
@@ -111,7 +114,9 @@ def main() -> None:
     commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", "vtc/assets/reference-model"],
                             capture_output=True, text=True, check=True).stdout.strip()
     table = collect(args.data, args.results, args.items, args.from_summary)
-    args.out.write_text(markdown(table, commit, args.data, args.from_summary))
+    previous = args.out.read_text() if args.out.is_file() else ""
+    notes = previous[previous.index(NOTES_MARKER):] if NOTES_MARKER in previous else NOTES_MARKER + "\n"
+    args.out.write_text(markdown(table, commit, args.data, args.from_summary) + "\n" + notes)
     print(args.out.read_text())
 
 
