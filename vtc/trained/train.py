@@ -55,8 +55,9 @@ class TrainConfig:
 
     def lr_scale(self, step: int) -> float:
         """Factor on both learning rates at ``step``: 1 throughout ("constant"), or a half cosine from
-        1 down to 0.1 at the last step ("cosine": the LoRA settles instead of hopping between
-        equally good minima at the end). A function of the step, so resuming needs no scheduler state."""
+        1 down to 0.1 at the last step ("cosine", the usual way to end a fine-tune; the committed adapters
+        use it, but its effect alone was not measured). A function of the step, so resuming needs no
+        scheduler state."""
         if self.schedule == "constant" or self.steps <= 1:
             return 1.0
         return 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(step, self.steps - 1) / (self.steps - 1)))
