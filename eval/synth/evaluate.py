@@ -88,7 +88,7 @@ def evaluate(
         stats = getattr(model, "vtc_stats", None)
         for b, (item, reply, grid) in enumerate(zip(batch.items, replies, batch.grids)):
             total = grid[0] * grid[1] * grid[2]
-            kept = _final_kept(stats, b) if stats is not None else list(range(total))
+            kept = final_kept(stats, b) if stats is not None else list(range(total))
             evidence = evidence_tokens(item, grid)
             records.append({
                 "type": item["type"], "correct": parse_answer(reply, item["options"]) == item["answer"],
@@ -98,7 +98,7 @@ def evaluate(
     return summarise(records)
 
 
-def _final_kept(stats: Any, sample: int) -> list[int]:
+def final_kept(stats: Any, sample: int) -> list[int]:
     """Tokens that survived every stage (the deepest layer cut if there is one)."""
     if stats.layer_kept_indices:
         return stats.layer_kept_indices[max(stats.layer_kept_indices)][sample]
