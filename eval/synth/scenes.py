@@ -132,8 +132,8 @@ def _cell_place(
     cell = token * -(-side // token)
     per_side = size // cell
     offset = 2 * ((cell - side) // 4)
-    cells = [(k // per_side * cell, k % per_side * cell) for k in range(per_side * per_side)]
-    cells = [(y0, x0, y0 + cell, x0 + cell) for y0, x0 in cells]
+    corners = [(k // per_side * cell, k % per_side * cell) for k in range(per_side * per_side)]
+    cells = [(y0, x0, y0 + cell, x0 + cell) for y0, x0 in corners]
     if room_for is not None:
         cells = [c for c in cells if _fits_beside(size, c, *room_for)]
         if not cells:
