@@ -1,8 +1,9 @@
 """Which synthetic items a compressed model gets wrong, and which visual tokens it kept for them.
 
 Accuracy says how often a method fails; this says why: for each missed item it prints the evidence
-tokens (t, h, w) the question needs, how many of them survived, and every kept token, so "dropped the
-evidence" and "kept it but the model misread it" can be told apart. Run from the repository root:
+tokens (t, h, w) the question needs, how many of them survived, every kept token, and the objects drawn
+in the video (colour, shape, frames; * marks the evidence), so "dropped the evidence", "kept it but the
+model misread it" and "answered about another object" can be told apart. Run from the repository root:
 
     python eval/missed_items.py .cache/synth/heldout-240 --method trained:eval/results/adapters/scorer/retain-0.1 \
         --types needle,order
@@ -14,14 +15,29 @@ from pathlib import Path
 
 import vtc
 from vtc.runner import default_model_path, generate_answers, load_model
+from vtc.synth.dataset import scene_spec
 from vtc.synth.evaluate import final_kept, evidence_tokens, prepare
 from vtc.synth.model import parse_answer
+from vtc.video import load_video
 
 
 def cells(tokens: set[int] | list[int], grid: tuple[int, int, int]) -> list[tuple[int, int, int]]:
     """Token indices as (t, h, w) on the merged grid."""
     _, height, width = grid
     return sorted((k // (height * width), k // width % height, k % width) for k in tokens)
+
+
+def objects(item: dict, video: Path) -> str:
+    """The sprites of the item's scene, rebuilt from its seed at the video's own size and length."""
+    decoded = load_video(video, num_frames=1)
+    size, frames = decoded.frames.shape[1], decoded.total_frames
+    spec, _, _ = scene_spec(item["seed"], item["type"], item["answer"], item["answer_text"], frames, size)
+    shown = []
+    for sprite in spec.sprites:
+        seen = sorted(sprite.track)
+        span = f"{seen[0]}-{seen[-1]}" if seen == list(range(seen[0], seen[-1] + 1)) else ",".join(map(str, seen))
+        shown.append(f"{sprite.color} {sprite.shape} frames {span}{'*' if sprite.evidence else ''}")
+    return "; ".join(shown)
 
 
 def main() -> None:
@@ -50,7 +66,7 @@ def main() -> None:
             evidence = evidence_tokens(item, grid)
             print(f"{item['video']} {item['type']}: answer {item['answer_text']!r}, reply {reply!r}; "
                   f"evidence kept {len(evidence & set(kept))}/{len(evidence)} {cells(evidence, grid)}; "
-                  f"kept {cells(kept, grid)}")
+                  f"kept {cells(kept, grid)}; objects: {objects(item, args.data / item['video'])}")
     print(f"missed {missed} of {total}")
 
 

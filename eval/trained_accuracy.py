@@ -94,7 +94,8 @@ def markdown(table: dict, model_commit: str, data: Path, from_summary: bool) -> 
             t, s = entry["training"], entry["summary"]
             info = (f"{s.get('steps', t['steps'])} steps x {t['batch_size']}, {s.get('train_seconds', float('nan')) / 60:.1f} min, "
                     f"lr {t['lr']:g} / LoRA {t['lora_lr']:g} r{t['lora_rank']} {t.get('schedule', 'constant')}"
-                    f"{', evidence loss' if t['method'] == 'scorer' and t['evidence_weight'] > 0 else ''}")
+                    f"{', evidence loss' if t['method'] == 'scorer' and t['evidence_weight'] > 0 else ''}"
+                    f"{', note' if t['method'] == 'scorer' and t.get('annotate') else ''}")
             lines.append(row(f"trained:{kind}", entry["result"], info))
         for method in sorted(free, key=lambda m: -free[m]["overall"]):
             lines.append(row(method + (" (best training-free)" if method == best else ""), free[method]))

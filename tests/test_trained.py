@@ -121,6 +121,34 @@ def test_gradients_reach_only_the_compressor_and_lora(tmp_path: Path, data_dir: 
     assert any(g is not None and bool(g.abs().sum() > 0) for g in lora_grads), "no gradient reached LoRA"
 
 
+def test_every_temporal_cue_and_the_note_of_the_scorer_get_a_gradient(tmp_path: Path, data_dir: Path) -> None:
+    tr = trainer(tmp_path, data_dir, "scorer")
+    assert tr.compressor.annotate
+    tr.compressor.train()
+    answer, evidence = tr.losses(0)
+    (answer + evidence).backward()
+    for layer in ("motion", "ahead", "novelty", "when", "note"):
+        assert bool(getattr(tr.compressor, layer).weight.grad.abs().sum() > 0), layer
+
+
+def test_the_scorer_note_changes_the_kept_features_not_the_selection() -> None:
+    torch.manual_seed(0)
+    noted = build("scorer", hidden_size=64, retain=0.1).eval()
+    plain = build("scorer", hidden_size=64, retain=0.1, annotate=False).eval()
+    plain.load_state_dict({k: v for k, v in noted.state_dict().items() if not k.startswith("note.")})
+    tokens = random_tokens()
+    with torch.no_grad():
+        fresh = noted.compress(tokens, vtc.Budget())
+        torch.nn.init.normal_(noted.note.weight)
+        annotated, pure = noted.compress(tokens, vtc.Budget()), plain.compress(tokens, vtc.Budget())
+        notes = noted._scores_and_notes(tokens)[1]
+    assert torch.equal(annotated.keep, pure.keep) and torch.equal(fresh.keep, pure.keep)
+    kept = tokens.features[pure.keep]
+    assert torch.equal(fresh.features, kept), "a zero note must leave the kept features as they are"
+    assert torch.equal(annotated.features, kept + notes[pure.keep]) and not torch.equal(annotated.features, kept)
+    assert pure.features is None, "without the note the scorer only selects"
+
+
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_a_few_steps_reduce_the_loss(tmp_path: Path, data_dir: Path, kind: str) -> None:
     tr = trainer(tmp_path, data_dir, kind, steps=6, batch_size=6)
@@ -131,10 +159,11 @@ def test_a_few_steps_reduce_the_loss(tmp_path: Path, data_dir: Path, kind: str) 
     assert after < before, f"{kind}: loss {before:.4f} -> {after:.4f}"
 
 
-def test_save_load_round_trips_bit_identical_outputs(tmp_path: Path, data_dir: Path) -> None:
+@pytest.mark.parametrize("kind", ["vq", "scorer"])  # vq merges; the scorer selects and annotates
+def test_save_load_round_trips_bit_identical_outputs(tmp_path: Path, data_dir: Path, kind: str) -> None:
     from peft import PeftModel
 
-    tr = trainer(tmp_path, data_dir, "vq")
+    tr = trainer(tmp_path, data_dir, kind)
     tr.train()
     tr.finish(None, 0)
     inputs, _ = full_batch(tr)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..budget import Budget
+from ..cells import same_cell_rows
 from ..method import ScoreMethod
 from ..registry import register
 from ..tokens import Selection, VisualTokens
@@ -85,7 +86,7 @@ class DTD(ScoreMethod):
 
     def change(self, tokens: VisualTokens) -> tuple[torch.Tensor, torch.Tensor]:
         """Per token: similarity (feature) or pixel difference to the previous frame, and whether one exists."""
-        prev = previous_frame_rows(tokens)
+        prev = same_cell_rows(tokens, -1)
         has_prev = prev >= 0
         safe_prev = prev.clamp(min=0)
         if self.mode == "pixel":
@@ -97,17 +98,3 @@ class DTD(ScoreMethod):
         else:
             change = F.cosine_similarity(tokens.features[safe_prev].float(), tokens.features.float(), dim=-1)
         return change, has_prev
-
-
-def previous_frame_rows(tokens: VisualTokens) -> torch.Tensor:
-    """Row of the token at the same (h, w) in the previous frame present in ``tokens``, or -1."""
-    frames = torch.unique(tokens.frame)
-    rank = torch.searchsorted(frames, tokens.frame)
-    h, w = tokens.coords[:, 1], tokens.coords[:, 2]
-    height, width = int(h.max()) + 1, int(w.max()) + 1
-    lookup = torch.full((frames.numel(), height, width), -1, dtype=torch.long, device=tokens.frame.device)
-    lookup[rank, h, w] = torch.arange(len(tokens), device=tokens.frame.device)
-    prev = torch.full_like(rank, -1)
-    later = rank > 0
-    prev[later] = lookup[rank[later] - 1, h[later], w[later]]
-    return prev

@@ -96,17 +96,6 @@ def hard_top_k(scores: torch.Tensor, count: int) -> torch.Tensor:
     return torch.sort(top_k_stable(scores, count)).values
 
 
-def previous_frame_rows(tokens: VisualTokens) -> torch.Tensor:
-    """For each token, the row of the token at the same (h, w) in the previous frame present, or -1."""
-    frames, rank = torch.unique(tokens.frame, return_inverse=True)
-    width = int(tokens.coords[:, 2].max()) + 1 if len(tokens) else 1
-    height = int(tokens.coords[:, 1].max()) + 1 if len(tokens) else 1
-    cell = tokens.coords[:, 1] * width + tokens.coords[:, 2]
-    table = torch.full((frames.numel() + 1, height * width), -1, dtype=torch.long, device=tokens.frame.device)
-    table[rank + 1, cell] = torch.arange(len(tokens), device=tokens.frame.device)
-    return table[rank, cell]
-
-
 def init_linear(layer: nn.Linear, zero: bool = False) -> nn.Linear:
     """Seeded-friendly init; ``zero`` starts a residual branch at exactly nothing."""
     if zero:

@@ -27,8 +27,8 @@ def register_cli(commands: argparse._SubParsersAction) -> None:
         if field.name in ("method", "retain"):
             continue
         value = getattr(defaults, field.name)
-        train.add_argument(f"--{field.name.replace('_', '-')}", type=type(value), default=value,
-                           help=f"(default {value})")
+        kind = {"action": argparse.BooleanOptionalAction} if isinstance(value, bool) else {"type": type(value)}
+        train.add_argument(f"--{field.name.replace('_', '-')}", default=value, help=f"(default {value})", **kind)
     train.set_defaults(handler=_train)
 
 

@@ -48,6 +48,7 @@ class TrainConfig:
     num_frames: int = 16
     mixed_precision: str = "no"
     schedule: str = "cosine"
+    annotate: bool = True  # scorer only: kept tokens carry a learned note of how their cell changes (LearnedScorer)
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -81,7 +82,8 @@ class CompressorTrainer:
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=on_cpu)
         self.base = base_fingerprint(model)
         torch.manual_seed(cfg.seed)
-        self.compressor = build(cfg.method, hidden_size=self.base["hidden_size"], retain=cfg.retain)
+        options = {"annotate": cfg.annotate} if cfg.method == "scorer" else {}
+        self.compressor = build(cfg.method, hidden_size=self.base["hidden_size"], retain=cfg.retain, **options)
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, bias="none",
                           target_modules=lora_target_modules(model))
         self.peft_model = get_peft_model(model, lora)  # injects LoRA in place and freezes the base weights
@@ -214,6 +216,6 @@ class CompressorTrainer:
             held_out = evaluate(eval_dir, self.model, self.processor, num_frames=self.cfg.num_frames,
                                 limit=eval_items, progress=self.progress)
         summary = {"train_seconds": self.seconds, "steps": self.step, "final_loss": self.log[-1]["loss"] if self.log else None,
-                   "held_out": held_out}
+                   "held_out": held_out, "eval_data": None if held_out is None else str(eval_dir)}
         self.save_adapter(self.out, {"summary": summary})
         return summary
