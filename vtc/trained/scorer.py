@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from ..budget import Budget
-from ..tokens import Selection, VisualTokens
 from ..cells import cell_means, relative_time, same_cell_rows
+from ..tokens import Selection, VisualTokens
 from .base import TrainedCompressor, hard_top_k, init_linear, straight_through_top_k
 from .question import QuestionAttention
 
