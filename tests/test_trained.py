@@ -141,7 +141,7 @@ def test_the_scorer_note_changes_the_kept_features_not_the_selection() -> None:
         fresh = noted.compress(tokens, vtc.Budget())
         torch.nn.init.normal_(noted.note.weight)
         annotated, pure = noted.compress(tokens, vtc.Budget()), plain.compress(tokens, vtc.Budget())
-        notes = noted._scores_and_notes(tokens)[1]
+        notes = noted.scores_and_notes(tokens)[1]
     assert torch.equal(annotated.keep, pure.keep) and torch.equal(fresh.keep, pure.keep)
     kept = tokens.features[pure.keep]
     assert torch.equal(fresh.features, kept), "a zero note must leave the kept features as they are"

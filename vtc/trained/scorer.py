@@ -74,10 +74,7 @@ class LearnedScorer(TrainedCompressor):
     def config(self) -> dict[str, Any]:
         return {**super().config(), "width": self.width, "temperature": self.temperature, "annotate": self.annotate}
 
-    def score(self, tokens: VisualTokens) -> torch.Tensor:
-        return self._scores_and_notes(tokens)[0]
-
-    def _scores_and_notes(self, tokens: VisualTokens) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def scores_and_notes(self, tokens: VisualTokens) -> tuple[torch.Tensor, torch.Tensor | None]:
         """[N] scores and, with ``annotate``, [N, D] notes added to the kept features."""
         x = self.check_features(tokens)
         feature = self.feature(self.feature_norm(x))
@@ -94,7 +91,7 @@ class LearnedScorer(TrainedCompressor):
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         count = self.resolve_budget(budget).count(len(tokens))
-        scores, notes = self._scores_and_notes(tokens)
+        scores, notes = self.scores_and_notes(tokens)
         device = tokens.features.device
         if not self.training:
             keep = hard_top_k(scores.detach(), count).to(device)
