@@ -108,6 +108,37 @@ def test_suite_typo_unknown_method_and_unknown_task_fail_clearly(synth, tmp_path
     assert "unknown task 'vtc_synth_tset'; did you mean vtc_synth_test" in capsys.readouterr().err
 
 
+def test_yaml_syntax_error_and_unknown_model_args_key_name_the_suite_file(synth, tmp_path, capsys) -> None:
+    _, _, task = synth
+    broken = suite_file(tmp_path / "broken.yaml", task.parent)
+    broken.write_text(broken.read_text() + "methods: [dtd\n")
+    assert main(["bench", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert f"{broken}: not valid YAML" in err and f'in "{broken}", line' in err
+    typo = suite_file(tmp_path / "args.yaml", task.parent, model_args={"num_frame": 16})
+    assert main(["bench", str(typo)]) == 2
+    assert "model_args: vtc takes no argument 'num_frame'; did you mean 'num_frames'?" in capsys.readouterr().err
+    chat = suite_file(tmp_path / "chat.yaml", task.parent, model="vtc_qwen2_5_vl", model_args={"max_pixel": 1})
+    assert main(["bench", str(chat)]) == 2
+    assert "did you mean 'max_pixels'?" in capsys.readouterr().err
+    sized = suite_file(tmp_path / "batch.yaml", task.parent, model_args={"batch_size": 2})
+    assert main(["bench", str(sized)]) == 2
+    assert "the suite's 'batch_size' key" in capsys.readouterr().err
+
+
+def test_a_suite_without_include_path_finds_the_installed_tasks(tmp_path) -> None:
+    """A wheel user has no eval/tasks folder: vtc bench indexes the tasks installed with the package."""
+    from vtc.bench.run import _task_manager
+    from vtc.bench.suite import default_synth_dir
+    from vtc.tasks import TASKS_DIR
+
+    path = suite_file(tmp_path / "suite.yaml", tmp_path, tasks=["vtc_synth"], include_path=[],
+                      synth_data={"seed": 1, "count": 2})
+    suite = load_suite(path)
+    assert suite.synth_data["dir"] == default_synth_dir() == TASKS_DIR / "vtc_synth" / "data"
+    assert "vtc_synth" in _task_manager(suite).all_tasks
+
+
 def test_missing_videos_fail_the_bench_before_the_model_loads(synth, tmp_path, capsys, monkeypatch) -> None:
     import vtc.bench.run as bench_run
 

@@ -120,12 +120,20 @@ def _load_model(suite: Suite) -> Any:
 
 
 def _task_manager(suite: Suite) -> Any:
-    """Index only the suite's task directories when that finds every task (indexing all built-ins takes seconds)."""
+    """Index as little as finds every task: the suite's task directories, then vtc's own tasks (installed
+    with the package, so a wheel user needs no checkout), then lmms-eval's built-ins (indexing those takes
+    seconds)."""
     from lmms_eval.tasks import TaskManager
 
-    paths = [str(p) for p in suite.include_path] or None
+    from ..tasks import TASKS_DIR
+
+    paths = [str(p) for p in suite.include_path]
     manager = TaskManager(verbosity="WARNING", include_path=paths, include_defaults=False) if paths else None
     if manager is None or set(suite.tasks) - set(manager.all_tasks):
+        if all(Path(p).resolve() != TASKS_DIR for p in paths):
+            paths.append(str(TASKS_DIR))
+        manager = TaskManager(verbosity="WARNING", include_path=paths, include_defaults=False)
+    if set(suite.tasks) - set(manager.all_tasks):
         manager = TaskManager(verbosity="WARNING", include_path=paths, include_defaults=True)
     for task in suite.tasks:
         if task not in manager.all_tasks:

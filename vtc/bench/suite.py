@@ -30,7 +30,8 @@ KEYS = {
     "limit": "only the first N documents of each task",
     "batch_size": "requests per generate() call (default 1)",
     "metric": "mapping task -> metric to report (default: the task's first metric)",
-    "synth_data": "render vtc's synthetic dataset here first if missing: {dir, seed, count}",
+    "synth_data": "render vtc's synthetic dataset first if missing: {seed, count, dir (default: the installed "
+                  "vtc_synth task's data folder)}",
     "note": "text printed under the table (e.g. how the machine was loaded while timing)",
 }
 SYNTH_KEYS = ("dir", "seed", "count")
@@ -88,7 +89,11 @@ def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"suite file {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
+    with path.open() as stream:  # a stream, so YAML errors name the file
+        try:
+            raw = yaml.safe_load(stream) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a suite is a YAML mapping with keys {', '.join(KEYS)}")
     _check_keys(path, raw, KEYS)
@@ -113,6 +118,7 @@ def load_suite(path: str | Path) -> Suite:
     )
     if suite.model not in VTC_MODELS:
         raise ValueError(f"{path}: model {suite.model!r} is not a vtc model; use one of {', '.join(VTC_MODELS)}")
+    _check_model_args(path, suite)
     for method in suite.methods:
         try:
             Pipeline.parse(method)
@@ -133,6 +139,19 @@ def _check_keys(path: Path, raw: dict, known: dict | tuple, where: str = "") -> 
             close = difflib.get_close_matches(str(key), list(known), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
             raise ValueError(f"{path}: unknown key '{where}{key}'{hint}")
+
+
+def _check_model_args(path: Path, suite: Suite) -> None:
+    from ..integrations.lmms_eval import model_arg_names
+
+    known = model_arg_names(suite.model)
+    if "batch_size" in suite.model_args:
+        raise ValueError(f"{path}: set the batch size with the suite's 'batch_size' key, not in model_args")
+    for key in suite.model_args:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; {suite.model} takes {', '.join(sorted(known))}"
+            raise ValueError(f"{path}: model_args: {suite.model} takes no argument '{key}'{hint}")
 
 
 def _as_list(value: Any) -> list:
@@ -173,10 +192,22 @@ def _synth(path: Path, value: Any, base: Path) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ValueError(f"{path}: synth_data must be a mapping with keys {', '.join(SYNTH_KEYS)}")
     _check_keys(path, value, SYNTH_KEYS, where="synth_data.")
-    missing = [k for k in SYNTH_KEYS if k not in value]
+    missing = [k for k in ("seed", "count") if k not in value]
     if missing:
         raise ValueError(f"{path}: synth_data needs {', '.join(missing)}")
-    return {"dir": _under(base, value["dir"]), "seed": int(value["seed"]), "count": int(value["count"])}
+    count = _positive_int(path, value, "count")
+    seed = value["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"{path}: 'seed' must be a non-negative integer, got {seed!r}")
+    directory = _under(base, value["dir"]) if "dir" in value else default_synth_dir()
+    return {"dir": directory, "seed": seed, "count": count}
+
+
+def default_synth_dir() -> Path:
+    """Where the installed ``vtc_synth`` task reads its data (beside its yaml, inside the package)."""
+    from ..tasks import TASKS_DIR
+
+    return TASKS_DIR / "vtc_synth" / "data"
 
 
 def _under(base: Path, value: Any) -> Path:

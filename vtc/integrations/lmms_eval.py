@@ -9,6 +9,7 @@ model names through the manifest registry.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 MODELS_MODULE = "vtc.integrations.lmms_models"
@@ -32,3 +33,26 @@ def manifests() -> list[Any]:
         )
         for model_id, (simple, chat) in MODEL_CLASSES.items()
     ]
+
+
+def model_arg_names(model_id: str) -> set[str]:
+    """The ``model_args`` a vtc model accepts: its constructor's keywords and, while a constructor
+    forwards ``**kwargs``, its parent's (lmms-eval's Qwen wrappers). Lets ``vtc bench`` report a typo
+    before anything loads; ``batch_size`` is left out because the suite sets it."""
+    from importlib import import_module
+
+    from lmms_eval.api.model import lmms
+
+    simple, chat = MODEL_CLASSES[model_id]
+    cls = getattr(import_module(MODELS_MODULE), simple or chat)
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is lmms:
+            break
+        if "__init__" not in klass.__dict__:
+            continue
+        params = list(inspect.signature(klass.__dict__["__init__"]).parameters.values())[1:]
+        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names - {"batch_size"}
