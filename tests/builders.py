@@ -142,7 +142,7 @@ def _build(family: str, seed: int) -> Tiny:
         )
         model = Qwen2VLForConditionalGeneration(config)
         sizes = dict(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112})
-        processor = Qwen2VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen2VLVideoProcessor(**sizes),
+        processor = Qwen2VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen2VLVideoProcessor(**sizes, cap_pixels_per_frame=True),
                                      chat_template=CHAT_TEMPLATE)
     elif family == "qwen2_5_vl":
         from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
@@ -157,7 +157,7 @@ def _build(family: str, seed: int) -> Tiny:
         )
         model = Qwen2_5_VLForConditionalGeneration(config)
         sizes = dict(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112})
-        processor = Qwen2_5_VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen2VLVideoProcessor(**sizes),
+        processor = Qwen2_5_VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen2VLVideoProcessor(**sizes, cap_pixels_per_frame=True),
                                         chat_template=CHAT_TEMPLATE)
     elif family == "qwen3_vl":
         from transformers import (Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
@@ -172,7 +172,7 @@ def _build(family: str, seed: int) -> Tiny:
         )
         model = Qwen3VLForConditionalGeneration(config)
         sizes = dict(size={"shortest_edge": 64 * 64, "longest_edge": 128 * 128 * 8}, patch_size=16)
-        processor = Qwen3VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen3VLVideoProcessor(**sizes),
+        processor = Qwen3VLProcessor(Qwen2VLImageProcessor(**sizes), tokenizer, Qwen3VLVideoProcessor(**sizes, cap_pixels_per_frame=True),
                                      chat_template=CHAT_TEMPLATE)
     elif family in LLAVA_BUILDERS:
         return LLAVA_BUILDERS[family]()

@@ -39,6 +39,33 @@ def test_unwrap_removes_every_hook_and_restores_attention() -> None:
     vtc.unwrap(model)  # idempotent
 
 
+@pytest.mark.parametrize("failing", ["install", "record_vision_saliency"])
+def test_a_wrap_that_fails_half_way_leaves_no_hook_behind(monkeypatch, failing: str) -> None:
+    """Hooks added before the failure are removed again, and the model answers as before."""
+    from vtc.patches import adapter_for
+
+    tm = tiny("qwen2_5_vl")
+    model, inputs = tm.model, tm.inputs([video(8)])
+    with torch.no_grad():
+        reference = model(**inputs).logits
+    before = _hook_counts(model)
+    attn = model.model.language_model.config._attn_implementation
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("adapter failed")
+
+    monkeypatch.setattr(type(adapter_for(model)), failing, fail)
+    with pytest.raises(RuntimeError, match="adapter failed"):
+        vtc.wrap(model, "fastvid>fastv@2:0.5", retain=0.5)
+    assert _hook_counts(model) == before
+    assert model.model.language_model.config._attn_implementation == attn
+    assert "get_video_features" not in vars(model.model)
+    assert not any(hasattr(m, "_vtc_recorder") for m in model.modules())
+    assert not vtc.is_wrapped(model)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, reference)
+
+
 def test_wrapping_twice_replaces_the_first_compression() -> None:
     tm = tiny("qwen2_5_vl")
     inputs = tm.inputs([video(8)])

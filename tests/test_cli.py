@@ -62,3 +62,25 @@ def test_list_shows_methods_and_families(capsys) -> None:
     assert main(["list"]) == 0
     printed = capsys.readouterr().out
     assert "fastv" in printed and "qwen2_5_vl" in printed
+
+
+def test_run_samples_the_shipped_model_as_it_was_trained(tmp_path, capsys) -> None:
+    """Without --num-frames/--fps the shipped model gets its 16 training frames (1 fps gave it 4 of a
+    4-second clip, and it answered wrong), and the processor's pixel-cap choice is explicit."""
+    from transformers import AutoProcessor
+
+    from vtc.runner import default_model_path
+    from vtc.synth import make_dataset
+    from vtc.synth.model import build_processor, build_tokenizer, question_text
+
+    data = make_dataset(tmp_path / "synth", seed=7, count=2, progress=False)
+    item = json.loads((data / "data.jsonl").read_text().splitlines()[1])
+    out = tmp_path / "run.json"
+    assert main(["run", str(data / item["video"]), question_text(item), "--method", "random:1.0",
+                 "--max-new-tokens", "4", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["frames"] == list(range(16))
+    assert record["answer"] == item["answer_text"]
+    for processor in (AutoProcessor.from_pretrained(default_model_path()), build_processor(build_tokenizer())):
+        assert processor.video_processor.cap_pixels_per_frame is True
+        assert processor.video_processor.num_frames == 16

@@ -35,8 +35,9 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     budget.add_argument("--retain", type=float, help="fraction of visual tokens to keep")
     budget.add_argument("--tokens", type=int, help="absolute number of visual tokens to keep")
     sampling = run.add_mutually_exclusive_group()
-    sampling.add_argument("--num-frames", type=int, help="evenly spaced frames to decode")
-    sampling.add_argument("--fps", type=float, help="frames per second to decode (default 1)")
+    sampling.add_argument("--num-frames", type=int, help="evenly spaced frames to decode (default: the checkpoint's "
+                          "own choice in its video processor config, e.g. 16 for the shipped model, else 1 fps)")
+    sampling.add_argument("--fps", type=float, help="frames per second to decode (default: see --num-frames)")
     run.add_argument("--max-new-tokens", type=int, default=16)
     run.add_argument("--compare", action="store_true", help="also time the uncompressed prefill and report the speed-up")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -67,12 +68,13 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import vtc
 
-    from .runner import build_inputs, default_model_path, generate_answers, load_model, time_prefill
+    from .runner import build_inputs, default_model_path, default_sampling, generate_answers, load_model, time_prefill
     from .video import load_video
 
     model_path = args.model or default_model_path()
     model, processor = load_model(model_path, device=args.device, dtype=args.dtype, attn_implementation=args.attn)
-    video = load_video(args.video, num_frames=args.num_frames, fps=args.fps, progress=True)
+    num_frames, fps = (args.num_frames, args.fps) if args.num_frames or args.fps else default_sampling(processor)
+    video = load_video(args.video, num_frames=num_frames, fps=fps, progress=True)
     inputs = build_inputs(processor, [video], [args.question])
     baseline = time_prefill(model, inputs) if args.compare else None
     if not args.no_compression:

@@ -82,6 +82,14 @@ class Engine:
 
     # -- installation --------------------------------------------------------------------------------
     def install(self) -> None:
+        """Add every hook; if one fails, remove those already added, so a failed wrap leaves the model as it was."""
+        try:
+            self._install_hooks()
+        except BaseException:
+            self.remove()
+            raise
+
+    def _install_hooks(self) -> None:
         base, lm = self.adapter.base_model(), self.adapter.language_model()
         self._removers.append(base.register_forward_pre_hook(self._capture, with_kwargs=True).remove)
         if self.select is not None:

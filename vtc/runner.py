@@ -61,6 +61,18 @@ def load_model(
     return model, processor
 
 
+def default_sampling(processor: Any) -> tuple[int | None, float | None]:
+    """``(num_frames, fps)`` for a video when the user asks for neither: the checkpoint's own choice in
+    its video processor config (the shipped model: the 16 frames it was trained on; Qwen3-VL: 2 fps),
+    else 1 fps."""
+    video_processor = getattr(processor, "video_processor", None)
+    num_frames = getattr(video_processor, "num_frames", None)
+    if num_frames:
+        return int(num_frames), None
+    fps = getattr(video_processor, "fps", None)
+    return None, float(fps) if fps else 1.0
+
+
 def build_inputs(processor: Any, videos: list[DecodedVideo], questions: list[str]) -> Any:
     """Prompt(s) with one video each, through the model's own processor (left padding for batches)."""
     if getattr(processor, "chat_template", None):

@@ -30,6 +30,7 @@ CHAT_TEMPLATE = (
 )
 FRAME_SIZE = 112
 FPS = 4.0
+NUM_FRAMES = 16  # frames per clip in training; saved in the processor as the checkpoint's default sampling
 # Words of the prompt and question templates. Each becomes one BPE token (with and without a
 # leading space), which cuts a byte-level prompt to about a third of its length and so the cost
 # of every training step. A word missing here only costs more tokens, never correctness.
@@ -94,8 +95,11 @@ def build_processor(tokenizer: Any) -> Any:
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     sizes = dict(size={"shortest_edge": 56 * 56, "longest_edge": FRAME_SIZE * FRAME_SIZE})
+    # The per-frame pixel cap is set, not left to transformers' changing default (it warns on every
+    # video otherwise); at 112 px it changes nothing.
+    video_processor = Qwen2VLVideoProcessor(**sizes, num_frames=NUM_FRAMES, cap_pixels_per_frame=True)
     return Qwen2_5_VLProcessor(
-        Qwen2VLImageProcessor(**sizes), tokenizer, Qwen2VLVideoProcessor(**sizes), chat_template=CHAT_TEMPLATE
+        Qwen2VLImageProcessor(**sizes), tokenizer, video_processor, chat_template=CHAT_TEMPLATE
     )
 
 

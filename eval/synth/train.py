@@ -47,12 +47,13 @@ from tqdm.auto import tqdm
 from .dataset import load_dataset, make_dataset, scene_spec
 from .fast_vision import speed_up_vision
 from .labels import token_labels
-from .model import FPS, build_model, build_processor, build_tokenizer, parse_answer, prompt_messages, question_text
+from .model import (
+    FPS, NUM_FRAMES, build_model, build_processor, build_tokenizer, parse_answer, prompt_messages, question_text,
+)
 from .vocab import COLORS, COUNTS, DIRECTIONS, LETTERS, SHAPES
 
 TRAIN_SEED_OFFSET = 1_000  # training data of model seed s comes from dataset seed 1000 + s
 HELD_OUT_SEED = 999_999  # the held-out split: a seed never used for training data
-NUM_FRAMES = 16
 
 
 @dataclass
