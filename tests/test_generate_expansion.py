@@ -166,3 +166,13 @@ def test_unwrap_removes_the_expansion_recorder() -> None:
     with vtc.compressed(tm.model, "random:0.5"):
         assert "_expand_inputs_for_generation" in vars(tm.model)
     assert "_expand_inputs_for_generation" not in vars(tm.model)
+
+
+def test_an_expansion_without_its_prefill_does_not_reach_the_next_forward() -> None:
+    """A generate() that fails after copying the prompts leaves a record; a later plain forward is no copy."""
+    tm = tiny("qwen2_vl")
+    inputs = tm.inputs(tm.batch_clips())
+    with vtc.compressed(tm.model, "random:0.5"), torch.no_grad():
+        tm.model._expand_inputs_for_generation(expand_size=3, input_ids=inputs["input_ids"])
+        tm.model(**inputs)
+        assert len(tm.model.vtc_stats.visual_tokens) == 2

@@ -46,16 +46,11 @@ class _Expansion:
     factor: int
     inputs: dict[str, torch.Tensor]  # every tensor generate() expanded, as it was before (input_ids included)
 
-    def original_inputs(self, captured: dict[str, Any]) -> dict[str, Any]:
-        """The model inputs as the caller passed them (one row per sample), once the prefill is known to be
-        the expansion of these inputs."""
+    def matches(self, captured: dict[str, Any]) -> bool:
+        """Whether this prefill runs the recorded copies (a generate() that failed between expanding and
+        its prefill leaves a record that belongs to no forward)."""
         ids, original = captured["input_ids"], self.inputs.get("input_ids")
-        if original is None or not torch.equal(ids, original.to(ids.device).repeat_interleave(self.factor, dim=0)):
-            raise RuntimeError(
-                "vtc recorded generate()'s expansion of other inputs than this prefill's; "
-                "it cannot tell which rows are copies of which sample"
-            )
-        return {**captured, **self.inputs}
+        return original is not None and torch.equal(ids, original.to(ids.device).repeat_interleave(self.factor, dim=0))
 
 
 @dataclass
@@ -186,14 +181,17 @@ class Engine:
         """
         original = model._expand_inputs_for_generation
         signature = inspect.signature(original)
-        var_keyword = next(p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD)
 
         def expand_inputs(*args: Any, **kwargs: Any):
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            arguments = dict(bound.arguments)
-            factor = int(arguments.pop("expand_size"))
-            arguments.update(arguments.pop(var_keyword))
+            arguments: dict[str, Any] = {}
+            for name, value in bound.arguments.items():
+                if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                    arguments.update(value)
+                else:
+                    arguments[name] = value
+            factor = int(arguments["expand_size"])
             tensors = {k: v for k, v in arguments.items() if isinstance(v, torch.Tensor)}
             self._expansion = _Expansion(factor, tensors) if factor > 1 else None
             return original(*args, **kwargs)
@@ -253,8 +251,9 @@ class Engine:
         if positions is None:
             positions = self._default_prefill_positions(embeds)
         copies = 1
-        if expansion is not None:
-            captured, copies = expansion.original_inputs(captured), expansion.factor
+        if expansion is not None and expansion.matches(captured):
+            # layouts and pixels come from the inputs the caller passed, one row per sample
+            captured, copies = {**captured, **expansion.inputs}, expansion.factor
         # Copies of a sample are identical rows: decide once per sample, on its first copy, and repeat.
         tokens, visual, stats = self._sample_tokens(
             captured, embeds[::copies], None if mask is None else mask[::copies], copies
