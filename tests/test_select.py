@@ -245,6 +245,18 @@ def test_processor_selection_reaches_the_stats_of_a_wrapped_model(flash_mp4: str
     assert stats.scenes == inputs.vtc_selection.scenes and len(stats.scenes[0]) > 1
 
 
+def test_processor_selection_reaches_every_beam_in_the_stats(flash_mp4: str) -> None:
+    """generate() runs one row per beam: each row's stats carry the frames its prompt was built from."""
+    tm, processor = _processor("qwen2_5_vl", "scenes", tokens=64, scales=(1.0,))
+    inputs = processor([flash_mp4], ["What flashed?"])
+    with vtc.compressed(tm.model, "dtd:0.5"), torch.no_grad():
+        tm.model.generate(**inputs, max_new_tokens=2, num_beams=2)
+        stats = tm.model.vtc_stats
+    assert stats.selected_frames == inputs.vtc_selection.selected_frames * 2
+    assert stats.selected_times == inputs.vtc_selection.selected_times * 2
+    assert stats.scenes == inputs.vtc_selection.scenes * 2
+
+
 # -- errors --------------------------------------------------------------------------------------
 def test_clear_errors(flash_mp4: str) -> None:
     tm = tiny("qwen2_5_vl")

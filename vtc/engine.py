@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -25,7 +25,7 @@ from . import attention
 from .budget import Budget
 from .pipeline import Pipeline, Step
 from .sequence import Compaction, new_rows, text_positions
-from .stats import CompressionStats, StageRecord, sorted_list
+from .stats import CompressionStats, StageRecord, per_copy, sorted_list
 from .tokens import VisualTokens
 
 
@@ -33,6 +33,24 @@ from .tokens import VisualTokens
 class _Cut:
     layer: int
     composed: Compaction  # relative to the layout that entered the LLM
+
+
+@dataclass
+class _Expansion:
+    """generate()'s copies of each prompt (beam search, several returned sequences).
+
+    generate() encodes the videos of the caller's batch once, then repeats every row ``factor``
+    times (rows b*factor .. b*factor+factor-1 are sample b) before the prefill forward.
+    """
+
+    factor: int
+    inputs: dict[str, torch.Tensor]  # every tensor generate() expanded, as it was before (input_ids included)
+
+    def matches(self, captured: dict[str, Any]) -> bool:
+        """Whether this prefill runs the recorded copies (a generate() that failed between expanding and
+        its prefill leaves a record that belongs to no forward)."""
+        ids, original = captured["input_ids"], self.inputs.get("input_ids")
+        return original is not None and torch.equal(ids, original.to(ids.device).repeat_interleave(self.factor, dim=0))
 
 
 @dataclass
@@ -45,7 +63,8 @@ class _Forward:
     rewritten: bool
     n_dropped: torch.Tensor
     mask_2d: torch.Tensor  # padding mask of the layout that entered the LLM
-    visual: list[VisualTokens]  # per sample, ``index`` = rows in the current layout
+    visual: list[VisualTokens]  # per row, ``index`` = rows in the current layout
+    copies: int  # consecutive rows that are generate()'s copies of one sample (1 without expansion)
     phase: str = "prefill"
     cuts: list[_Cut] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -77,6 +96,7 @@ class Engine:
         self._captured: dict[str, Any] | None = None
         self._encoded_video: dict[str, Any] = {}
         self._encoding_video = False
+        self._expansion: _Expansion | None = None
         self._removers: list[Callable[[], None]] = []
         self._cache_key = cache_kwarg(adapter.language_model())
 
@@ -95,6 +115,7 @@ class Engine:
         if self.select is not None:
             self._removers.append(self.select.install(base))
         self._removers.append(self._record_video_encoding(base))
+        self._removers.append(self._record_expansion(self.model))
         self._removers.append(lm.register_forward_pre_hook(self._language_model_pre_hook, with_kwargs=True).remove)
         if self.layer_steps:
             self._install_layer_stage()
@@ -159,6 +180,33 @@ class Engine:
         setattr(base, name, functools.wraps(original)(encode_video))
         return lambda: delattr(base, name)
 
+    def _record_expansion(self, model: nn.Module) -> Callable[[], None]:
+        """Remember how generate() copies each prompt (``num_beams``, ``num_return_sequences``).
+
+        The videos were encoded for the caller's batch before the copies were made, so layouts,
+        pixels and selections are built per sample and repeated per copy. The wrapper is an
+        instance attribute, removed by ``unwrap``.
+        """
+        original = model._expand_inputs_for_generation
+        signature = inspect.signature(original)
+
+        def expand_inputs(*args: Any, **kwargs: Any):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments: dict[str, Any] = {}
+            for name, value in bound.arguments.items():
+                if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                    arguments.update(value)
+                else:
+                    arguments[name] = value
+            factor = int(arguments["expand_size"])
+            tensors = {k: v for k, v in arguments.items() if isinstance(v, torch.Tensor)}
+            self._expansion = _Expansion(factor, tensors) if factor > 1 else None
+            return original(*args, **kwargs)
+
+        model._expand_inputs_for_generation = functools.wraps(original)(expand_inputs)
+        return lambda: delattr(model, "_expand_inputs_for_generation")
+
     def _prefill_needs(self, what: str) -> bool:
         return any(what in step.method.needs for step in self.prefill_steps)
 
@@ -174,6 +222,7 @@ class Engine:
     def _language_model_pre_hook(self, module: nn.Module, args: tuple, kwargs: dict):
         captured, self._captured = self._captured, None
         encoded, self._encoded_video = self._encoded_video, {}
+        expansion, self._expansion = self._expansion, None
         if captured is not None:
             captured = {**encoded, **{k: v for k, v in captured.items() if v is not None}}
         cache = kwargs.get(self._cache_key)
@@ -188,7 +237,7 @@ class Engine:
             self.state = None
             if not has_video:
                 return None
-            return self._prefill(captured, kwargs)
+            return self._prefill(captured, kwargs, expansion)
         if has_video:
             raise ValueError("vtc cannot add a new video to an existing KV cache; start generation from an empty cache")
         if self.state is not None and cache is self.state.cache:
@@ -203,12 +252,61 @@ class Engine:
             return False
         return bool((input_ids == self.adapter.visual_token_id()).any())
 
-    def _prefill(self, captured: dict, kwargs: dict):
+    def _prefill(self, captured: dict, kwargs: dict, expansion: _Expansion | None):
         kwargs, created_cache = self._with_cache(kwargs)
         embeds, mask = kwargs["inputs_embeds"], kwargs.get("attention_mask")
         positions = kwargs.get("position_ids")
         if positions is None:
             positions = self._default_prefill_positions(embeds)
+        copies = 1
+        if expansion is not None and expansion.matches(captured):
+            # layouts and pixels come from the inputs the caller passed, one row per sample
+            captured, copies = {**captured, **expansion.inputs}, expansion.factor
+        # Copies of a sample are identical rows: decide once per sample, on its first copy, and repeat.
+        tokens, visual, stats = self._sample_tokens(
+            captured, embeds[::copies], None if mask is None else mask[::copies], copies
+        )
+        tokens = [replace(tok) for tok in per_copy(tokens, copies)]
+        visual = visual.repeat_interleave(copies, dim=0)
+        replaced = False
+        for step in self.prefill_steps:
+            tokens, merged = self._run_step(step, tokens, stats, layer=None, copies=copies)
+            replaced |= merged
+        if replaced:
+            embeds = embeds.clone()
+            for b, tok in enumerate(tokens):
+                embeds[b, tok.index] = tok.features.to(embeds.dtype)
+        kept = ~visual
+        for b, tok in enumerate(tokens):
+            kept[b, tok.index] = True
+        compaction = Compaction.from_kept(kept)
+        stats.kept_indices = [sorted_list(t.source) for t in tokens]
+        self.model.vtc_stats = stats
+        rewrite = replaced or not compaction.identity
+        new_mask = compaction.mask_2d(mask) if rewrite else (mask if mask is not None else compaction.valid.long())
+        for b, tok in enumerate(tokens):
+            tok.index = new_rows(compaction, tok.index, b)
+        self.state = _Forward(
+            cache=kwargs.get(self._cache_key), orig_len=kept.shape[1], prefill=compaction, rewritten=rewrite,
+            n_dropped=(~kept).sum(dim=1), mask_2d=new_mask, visual=tokens, copies=copies,
+        )
+        if not rewrite:
+            return args_kwargs(kwargs) if created_cache else None
+        kwargs = dict(kwargs)
+        kwargs["inputs_embeds"] = compaction.rows(embeds)
+        kwargs["attention_mask"] = new_mask
+        kwargs["position_ids"] = self._compact_positions(positions, compaction, new_mask)
+        self.adapter.compact_lm_kwargs(kwargs, compaction.gather, compaction.valid, kept)
+        return args_kwargs(kwargs)
+
+    def _sample_tokens(
+        self, captured: dict, embeds: torch.Tensor, mask: torch.Tensor | None, copies: int
+    ) -> tuple[list[VisualTokens], torch.Tensor, CompressionStats]:
+        """Each sample's visual tokens, after the select stage, with stats already per language-model row.
+
+        ``embeds`` and ``mask`` hold one row per sample (the first of its ``copies``); ``captured`` holds
+        the inputs the caller passed.
+        """
         input_ids = captured["input_ids"].to(embeds.device)
         placeholders = input_ids == self.adapter.visual_token_id()
         if mask is not None:
@@ -219,8 +317,9 @@ class Engine:
         visual = torch.zeros_like(placeholders)
         for b, lay in enumerate(layouts):
             visual[b, lay.rows] = True
-        stats = CompressionStats(visual_tokens=[int(lay.rows.numel()) for lay in layouts], num_layers=self.num_layers)
-        stats.notes += [f"sample {b}: {note}" for b, lay in enumerate(layouts) for note in lay.notes]
+        row_layouts = per_copy(layouts, copies)
+        stats = CompressionStats(visual_tokens=[int(lay.rows.numel()) for lay in row_layouts], num_layers=self.num_layers)
+        stats.notes += [f"sample {row}: {note}" for row, lay in enumerate(row_layouts) for note in lay.notes]
         tokens = [
             VisualTokens(
                 features=embeds[b, lay.rows], coords=lay.coords, frame=lay.frame, time=lay.time, index=lay.rows,
@@ -239,41 +338,12 @@ class Engine:
             for tok, pix in zip(tokens, pixels):
                 tok.pixels = pix
         if self.select is not None:
-            tokens = self.select.apply(tokens, embeds, visual, stats, captured)
+            tokens = self.select.apply(tokens, embeds, visual, stats, captured, copies)
         else:
-            _copy_processor_selection(self.model, captured, stats)
+            _copy_processor_selection(self.model, captured, stats, copies)
         if captured.get("vision_saliency") and self._prefill_needs("vision_saliency"):
             _attach_vision_saliency(tokens, captured["vision_saliency"], [int(lay.rows.numel()) for lay in layouts])
-        replaced = False
-        for step in self.prefill_steps:
-            tokens, merged = self._run_step(step, tokens, stats, layer=None)
-            replaced |= merged
-        if replaced:
-            embeds = embeds.clone()
-            for b, tok in enumerate(tokens):
-                embeds[b, tok.index] = tok.features.to(embeds.dtype)
-        kept = ~visual
-        for b, tok in enumerate(tokens):
-            kept[b, tok.index] = True
-        compaction = Compaction.from_kept(kept)
-        stats.kept_indices = [sorted_list(t.source) for t in tokens]
-        self.model.vtc_stats = stats
-        rewrite = replaced or not compaction.identity
-        new_mask = compaction.mask_2d(mask) if rewrite else (mask if mask is not None else compaction.valid.long())
-        for b, tok in enumerate(tokens):
-            tok.index = new_rows(compaction, tok.index, b)
-        self.state = _Forward(
-            cache=kwargs.get(self._cache_key), orig_len=kept.shape[1], prefill=compaction, rewritten=rewrite,
-            n_dropped=(~kept).sum(dim=1), mask_2d=new_mask, visual=tokens,
-        )
-        if not rewrite:
-            return args_kwargs(kwargs) if created_cache else None
-        kwargs = dict(kwargs)
-        kwargs["inputs_embeds"] = compaction.rows(embeds)
-        kwargs["attention_mask"] = new_mask
-        kwargs["position_ids"] = self._compact_positions(positions, compaction, new_mask)
-        self.adapter.compact_lm_kwargs(kwargs, compaction.gather, compaction.valid, kept)
-        return args_kwargs(kwargs)
+        return tokens, visual, stats
 
     def _with_cache(self, kwargs: dict) -> tuple[dict, bool]:
         """Create the KV cache the language model would create itself, so decode steps can be recognised.
@@ -310,18 +380,22 @@ class Engine:
             out[0] = text_positions(new_mask)
         return out
 
-    def _run_step(self, step: Step, tokens: list[VisualTokens], stats: CompressionStats, layer: int | None):
+    def _run_step(self, step: Step, tokens: list[VisualTokens], stats: CompressionStats, layer: int | None,
+                  copies: int):
+        """Run one method on every row; each group of ``copies`` rows (one sample) gets its first row's
+        selection, so generate()'s copies of a sample keep exactly what the sample alone keeps."""
         budget = step.method.resolve_budget(step.budget or self.budget)
         start = _clock(tokens)
         out, merged, notes = [], False, []
-        for sample, tok in enumerate(tokens):
-            if len(tok) == 0:
-                out.append(tok)
+        for first in range(0, len(tokens), copies):
+            group = tokens[first : first + copies]
+            if len(group[0]) == 0:
+                out += group
                 continue
-            selection = step.method.compress(tok, budget)
+            selection = step.method.compress(group[0], budget)
             merged |= selection.features is not None
-            notes += [f"sample {sample}: {note}" for note in selection.notes]
-            out.append(tok.subset(selection.keep, selection.features))
+            notes += [f"sample {row}: {note}" for row in range(first, first + copies) for note in selection.notes]
+            out += [tok.subset(selection.keep, selection.features) for tok in group]
         stats.stages.append(
             StageRecord(
                 method=step.method.name, stage=step.method.stage, layer=layer,
@@ -411,7 +485,7 @@ class Engine:
         ]
         stats = self.model.vtc_stats
         for step in steps:
-            tokens, merged = self._run_step(step, tokens, stats, layer=idx)
+            tokens, merged = self._run_step(step, tokens, stats, layer=idx, copies=state.copies)
             if merged:
                 hidden = hidden.clone()
                 for b, tok in enumerate(tokens):
@@ -517,13 +591,16 @@ def cache_kwarg(module: nn.Module) -> str:
     return "cache" if "cache" in parameters else "past_key_values"
 
 
-def _copy_processor_selection(model: nn.Module, captured: dict, stats: CompressionStats) -> None:
-    """Frames chosen by vtc.VideoProcessor for these inputs (select stage before the processor) go to the stats."""
+def _copy_processor_selection(model: nn.Module, captured: dict, stats: CompressionStats, copies: int) -> None:
+    """Frames chosen by vtc.VideoProcessor for these inputs (select stage before the processor) go to the stats,
+    repeated for each of generate()'s ``copies`` of a sample."""
     from .processor import processor_selection
 
     record = processor_selection(model, captured)
     if record is not None:
-        stats.selected_frames, stats.selected_times, stats.scenes = record.selected_frames, record.selected_times, record.scenes
+        stats.selected_frames = per_copy(record.selected_frames, copies)
+        stats.selected_times = per_copy(record.selected_times, copies)
+        stats.scenes = per_copy(record.scenes, copies)
 
 
 def _prefill_layer_mask(local: Compaction, mask: torch.Tensor | None, hidden: torch.Tensor, flash: bool):

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -110,3 +113,9 @@ class CompressionStats:
 
 def sorted_list(indices: torch.Tensor) -> list[int]:
     return torch.sort(indices.flatten()).values.tolist()
+
+
+def per_copy(per_sample: list[T], copies: int) -> list[T]:
+    """One entry per language-model row when generate() runs ``copies`` consecutive copies of each sample
+    (beam search, several returned sequences): stats are indexed like the rows generate() returns."""
+    return [item for item in per_sample for _ in range(copies)]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..budget import Budget
-from ..stats import CompressionStats, StageRecord
+from ..stats import CompressionStats, StageRecord, per_copy
 from ..tokens import VisualTokens
 from .base import Frames, Plan, Selector, UnitCost
 
@@ -96,8 +96,9 @@ class SelectStage:
         return plan
 
     def apply(self, tokens: list[VisualTokens], embeds: torch.Tensor, visual: torch.Tensor,
-              stats: CompressionStats, captured: dict[str, Any]) -> list[VisualTokens]:
-        """Keep the rows of the chosen groups (and token shares), record the selection in ``stats``."""
+              stats: CompressionStats, captured: dict[str, Any], copies: int) -> list[VisualTokens]:
+        """Keep the rows of the chosen groups (and token shares) of each sample, record the selection in
+        ``stats`` once per language-model row (generate() may run ``copies`` rows of each sample)."""
         start = time.perf_counter()
         samples = [b for b, tok in enumerate(tokens) if len(tok)]
         notes = []
@@ -110,9 +111,9 @@ class SelectStage:
                 f"for {len(samples)} prompts with video"
             )
         out = list(tokens)
-        stats.selected_frames = [[] for _ in tokens]
-        stats.selected_times = [[] for _ in tokens]
-        stats.scenes = [[] for _ in tokens]
+        selected_frames: list[list[int]] = [[] for _ in tokens]
+        selected_times: list[list[float]] = [[] for _ in tokens]
+        scenes: list[list[int]] = [[] for _ in tokens]
         for video, b in enumerate(samples):
             tok = tokens[b]
             thumbs = self.thumbs[video].to(tok.features.device)
@@ -123,13 +124,16 @@ class SelectStage:
             keep = _kept_rows(tok, plan, thumbs.shape[0])
             out[b] = tok.subset(keep)
             sub = thumbs.shape[1]
-            stats.selected_frames[b] = [int(u) * sub + s for u in plan.keep.tolist() for s in range(sub)]
-            stats.selected_times[b] = [float(t) for t in _unit_times(tok, plan.keep, thumbs.shape[0])]
-            stats.scenes[b] = list(plan.scenes or [])
-            notes += [f"sample {b}: {n}" for n in plan.notes]
+            selected_frames[b] = [int(u) * sub + s for u in plan.keep.tolist() for s in range(sub)]
+            selected_times[b] = [float(t) for t in _unit_times(tok, plan.keep, thumbs.shape[0])]
+            scenes[b] = list(plan.scenes or [])
+            notes += [f"sample {row}: {n}" for row in range(b * copies, (b + 1) * copies) for n in plan.notes]
+        stats.selected_frames = per_copy(selected_frames, copies)
+        stats.selected_times = per_copy(selected_times, copies)
+        stats.scenes = per_copy(scenes, copies)
         stats.stages.append(StageRecord(
             method=self.selector.name, stage="select", layer=None,
-            tokens_before=[len(t) for t in tokens], tokens_after=[len(t) for t in out],
+            tokens_before=per_copy([len(t) for t in tokens], copies), tokens_after=per_copy([len(t) for t in out], copies),
             ms=self.encode_ms + (time.perf_counter() - start) * 1000.0, notes=notes,
         ))
         self.plans, self.thumbs, self.encode_ms = None, [], 0.0
