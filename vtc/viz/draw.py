@@ -13,6 +13,7 @@ DIM = 0.3  # a dropped token's pixels keep this share of their brightness
 TILE_WIDTH = 224
 TILES_PER_LINE = 8
 LINE = 12  # height of one line of text
+CAPTION_WIDTH = 400  # frame pictures (GIF, mp4) are at least this wide so their caption fits
 PAD = 4
 EVIDENCE = (255, 230, 0)
 SELECTED = (0, 200, 90)
@@ -119,7 +120,8 @@ def draw_frames(stats: Any, frames: np.ndarray, cells: TokenCells, *, sample: in
     for index, frame in enumerate(frames[: cells.num_groups * cells.frames_per_group]):
         group = index // cells.frames_per_group
         tile = render_tile(frame, cells, group, kept, merged, scale, [e for e in evidence if e[0] == index])
-        picture = Image.new("RGB", (tile.width, tile.height + LINE * (len(caption) + 1) + PAD), "white")
+        width = max(tile.width, CAPTION_WIDTH)
+        picture = Image.new("RGB", (width, tile.height + LINE * (len(caption) + 1) + PAD), "white")
         picture.paste(tile, (0, 0))
         pen = ImageDraw.Draw(picture)
         for i, line in enumerate([f"frame {index} (group {group})", *caption]):

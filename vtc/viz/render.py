@@ -14,7 +14,7 @@ from ..runner import build_inputs
 from ..stats import CompressionStats
 from ..video import DecodedVideo, load_video
 from .cells import TokenCells, token_cells
-from .draw import draw, draw_frames
+from .draw import TILE_WIDTH, draw, draw_frames
 
 DEFAULT_QUESTION = "What happens in this video?"
 GIF_MS_PER_FRAME = 400
@@ -30,8 +30,9 @@ class Rendering:
     title: str
     evidence: list[list[int]] = field(default_factory=list)
 
-    def sheet(self) -> Image.Image:
-        return draw(self.stats, self.frames, self.cells, title=self.title, evidence=self.evidence)
+    def sheet(self, tile_width: int = TILE_WIDTH) -> Image.Image:
+        return draw(self.stats, self.frames, self.cells, title=self.title, evidence=self.evidence,
+                    tile_width=tile_width)
 
     def frame_pictures(self) -> list[Image.Image]:
         return draw_frames(self.stats, self.frames, self.cells, title=self.title, evidence=self.evidence)
