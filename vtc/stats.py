@@ -29,7 +29,8 @@ class CompressionStats:
     for the tokens that continued past layer k. ``visual_tokens[i]`` is sample i's count before
     compression. ``merged_into[i]`` (empty unless a prefill-stage method merged) gives, for each of
     sample i's original visual tokens, the original index of the kept token that carries its
-    features into the LLM: itself when kept, -1 when dropped outright. ``flop_retention`` is the FLOP-equivalent retention: the mean over LLM layers of
+    features into the LLM: itself when kept, -1 when dropped outright (methods that replace features
+    without a hard assignment, the trained resampler and VQ codebook, map only their kept tokens). ``flop_retention`` is the FLOP-equivalent retention: the mean over LLM layers of
     the fraction of visual tokens each layer processes (the definition HoliTom/FlashVID report).
     """
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,6 @@ def save(rendering: Rendering, out: Path) -> Path:
 def write_mp4(path: Path, pictures: list[Image.Image], fps: float = 1000.0 / GIF_MS_PER_FRAME) -> None:
     """H.264 through PyAV; sides padded to even numbers as yuv420p requires."""
     import av
-    from fractions import Fraction
 
     width, height = pictures[0].width + pictures[0].width % 2, pictures[0].height + pictures[0].height % 2
     with av.open(str(path), mode="w") as container:
