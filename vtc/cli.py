@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
+from .viz.cli import register_cli as register_viz
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=_list)
     _add_optional_commands(commands)
     _add_bench(commands)
+    register_viz(commands)
     return parser
 
 

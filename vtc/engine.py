@@ -269,10 +269,13 @@ class Engine:
         tokens = [replace(tok) for tok in per_copy(tokens, copies)]
         visual = visual.repeat_interleave(copies, dim=0)
         replaced = False
+        representative = [_positions_of(tok, n) for tok, n in zip(tokens, stats.visual_tokens)]
         for step in self.prefill_steps:
-            tokens, merged = self._run_step(step, tokens, stats, layer=None, copies=copies)
+            tokens, merged, moves = self._run_step(step, tokens, stats, layer=None, copies=copies)
             replaced |= merged
+            representative = [_follow(rep, move) for rep, move in zip(representative, moves)]
         if replaced:
+            stats.merged_into = [_original_index(rep, tok) for rep, tok in zip(representative, tokens)]
             embeds = embeds.clone()
             for b, tok in enumerate(tokens):
                 embeds[b, tok.index] = tok.features.to(embeds.dtype)
@@ -386,16 +389,18 @@ class Engine:
         selection, so generate()'s copies of a sample keep exactly what the sample alone keeps."""
         budget = step.method.resolve_budget(step.budget or self.budget)
         start = _clock(tokens)
-        out, merged, notes = [], False, []
+        out, merged, notes, moves = [], False, [], []
         for first in range(0, len(tokens), copies):
             group = tokens[first : first + copies]
             if len(group[0]) == 0:
                 out += group
+                moves += [torch.zeros(0, dtype=torch.long, device=tok.features.device) for tok in group]
                 continue
             selection = step.method.compress(group[0], budget)
             merged |= selection.features is not None
             notes += [f"sample {row}: {note}" for row in range(first, first + copies) for note in selection.notes]
             out += [tok.subset(selection.keep, selection.features) for tok in group]
+            moves += [selection.positions(len(group[0]))] * copies
         stats.stages.append(
             StageRecord(
                 method=step.method.name, stage=step.method.stage, layer=layer,
@@ -403,7 +408,7 @@ class Engine:
                 ms=(_clock(tokens) - start) * 1000.0, notes=notes,
             )
         )
-        return out, merged
+        return out, merged, moves
 
     def _decode(self, kwargs: dict):
         state = self.state
@@ -485,7 +490,7 @@ class Engine:
         ]
         stats = self.model.vtc_stats
         for step in steps:
-            tokens, merged = self._run_step(step, tokens, stats, layer=idx, copies=state.copies)
+            tokens, merged, _ = self._run_step(step, tokens, stats, layer=idx, copies=state.copies)
             if merged:
                 hidden = hidden.clone()
                 for b, tok in enumerate(tokens):
@@ -630,6 +635,27 @@ def _batched(t: torch.Tensor, batch: int) -> torch.Tensor:
 
 def _is_flash(adapter: Any) -> bool:
     return "flash" in str(adapter.text_config()._attn_implementation)
+
+
+def _positions_of(tokens: VisualTokens, num_visual: int) -> torch.Tensor:
+    """[num_visual] each original visual token's row among ``tokens`` (-1: a select stage already dropped it)."""
+    out = torch.full((num_visual,), -1, dtype=torch.long, device=tokens.source.device)
+    out[tokens.source] = torch.arange(len(tokens), device=tokens.source.device)
+    return out
+
+
+def _follow(representative: torch.Tensor, move: torch.Tensor) -> torch.Tensor:
+    """Carry each original token's representative row through one step's ``move`` (row -> row or -1)."""
+    if move.numel() == 0:
+        return representative
+    return torch.where(representative >= 0, move.to(representative.device)[representative.clamp(min=0)], -1)
+
+
+def _original_index(representative: torch.Tensor, tokens: VisualTokens) -> list[int]:
+    """Representative rows among the final ``tokens`` as original visual-token indices (-1 stays -1)."""
+    if len(tokens) == 0:
+        return [-1] * representative.numel()
+    return torch.where(representative >= 0, tokens.source[representative.clamp(min=0)], -1).tolist()
 
 
 def _clock(tokens: list[VisualTokens]) -> float:

@@ -30,7 +30,10 @@ class CompressionStats:
     ``kept_indices[i]`` lists, sorted and 0-based among sample i's visual tokens, those that
     entered the LLM (after every prefill-stage method). ``layer_kept_indices[k][i]`` does the same
     for the tokens that continued past layer k. ``visual_tokens[i]`` is sample i's count before
-    compression. ``flop_retention`` is the FLOP-equivalent retention: the mean over LLM layers of
+    compression. ``merged_into[i]`` (empty unless a prefill-stage method merged) gives, for each of
+    sample i's original visual tokens, the original index of the kept token that carries its
+    features into the LLM: itself when kept, -1 when dropped outright (methods that replace features
+    without a hard assignment, the trained resampler and VQ codebook, map only their kept tokens). ``flop_retention`` is the FLOP-equivalent retention: the mean over LLM layers of
     the fraction of visual tokens each layer processes (the definition HoliTom/FlashVID report).
     """
 
@@ -45,6 +48,7 @@ class CompressionStats:
     selected_frames: list[list[int]] = field(default_factory=list)
     selected_times: list[list[float]] = field(default_factory=list)
     scenes: list[list[int]] = field(default_factory=list)
+    merged_into: list[list[int]] = field(default_factory=list)
 
     @property
     def tokens_kept(self) -> list[int]:

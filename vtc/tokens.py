@@ -97,11 +97,16 @@ class Selection:
     features: [K, D] optional replacement features for the kept rows (merging). Merged tokens
               always take the position ids of the kept row they replace.
     notes:    what the stats should say about this decision (a fallback taken, a budget missed).
+    merged_into: [N] optional, for merging methods: per input row, the position in ``keep`` of the
+              kept token its features went into (a kept row points at itself; -1: dropped outright).
+              Recorded as ``CompressionStats.merged_into`` so pictures can show which tokens a
+              merged token stands for.
     """
 
     keep: torch.Tensor
     features: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)
+    merged_into: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.keep.ndim != 1:
@@ -112,3 +117,13 @@ class Selection:
             raise ValueError(
                 f"Selection.features has {self.features.shape[0]} rows for {self.keep.numel()} kept tokens"
             )
+        if self.merged_into is not None and self.merged_into.ndim != 1:
+            raise ValueError(f"Selection.merged_into must be 1-D, got shape {tuple(self.merged_into.shape)}")
+
+    def positions(self, num_rows: int) -> torch.Tensor:
+        """[num_rows] the position in ``keep`` each input row ends up in (merged or kept), -1 if dropped."""
+        if self.merged_into is not None:
+            return self.merged_into
+        out = torch.full((num_rows,), -1, dtype=torch.long, device=self.keep.device)
+        out[self.keep] = torch.arange(self.keep.numel(), device=self.keep.device)
+        return out

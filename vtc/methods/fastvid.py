@@ -18,7 +18,7 @@ from ..method import Method, top_k_stable
 from ..registry import register
 from ..tokens import Selection, VisualTokens
 from .clustering import density_peaks, top_centres
-from .frames import row_saliency, whole_frames
+from .frames import merged_positions, row_saliency, whole_frames
 
 PRESETS: dict[str, dict[str, float]] = {
     # fastvid_qwen25vl/scripts/eval.sh
@@ -40,6 +40,7 @@ class FastVIDResult:
     frame_context_num: torch.Tensor  # [T]
     salient_idx: torch.Tensor  # ascending
     context_anchor_idx: torch.Tensor  # ascending
+    token_to_out: torch.Tensor  # [T*N] position in kept_idx each token is carried by (-1: dropped)
     extra_salient: int = 0  # exact-count mode: salient tokens added after the per-frame caps
 
 
@@ -156,6 +157,10 @@ def fastvid_select(
     flat = x.reshape(t * n, dim)
     unit = F.normalize(flat, dim=-1)
     merged = flat.clone()
+    # DTM averages a token into one anchor of every anchored frame of its segment; the picture needs
+    # one representative, so record the most similar of those anchors.
+    best_similarity = torch.full((t * n,), -math.inf, device=device)
+    best_anchor = torch.full((t * n,), -1, dtype=torch.long, device=device)
     start = 0
     for size in sizes:
         seg = slice(start * n, (start + size) * n)
@@ -166,7 +171,12 @@ def fastvid_select(
             candidate = ~salient[start : start + size].flatten()
             candidate[targets - start * n] = False
             rows = torch.arange(seg.start, seg.stop, device=device)[candidate]
-            assign = (unit[rows] @ unit[targets].T).argmax(dim=1)
+            similarity_to_anchor = unit[rows] @ unit[targets].T
+            assign = similarity_to_anchor.argmax(dim=1)
+            best = similarity_to_anchor.gather(1, assign[:, None]).squeeze(1)
+            better = best > best_similarity[rows]
+            best_similarity[rows[better]] = best[better]
+            best_anchor[rows[better]] = targets[assign[better]]
             counts = torch.bincount(assign, minlength=targets.numel()).to(flat.dtype)[:, None]
             sums = torch.zeros(targets.numel(), dim, dtype=flat.dtype, device=device).index_add_(0, assign, flat[rows])
             weight = (1.0 / (counts + 1.0)).clamp(min=dtm_beta)
@@ -176,9 +186,14 @@ def fastvid_select(
     salient_idx = salient.flatten().nonzero().flatten()
     context_idx = anchor_mask.flatten().nonzero().flatten()
     kept = (salient | anchor_mask).flatten().nonzero().flatten()
+    position = torch.full((t * n,), -1, dtype=torch.long, device=device)
+    position[kept] = torch.arange(kept.numel(), device=device)
+    token_to_out = torch.where(best_anchor >= 0, position[best_anchor.clamp(min=0)], -1)
+    token_to_out[kept] = position[kept]
     return FastVIDResult(
         kept_idx=kept,
         kept_features=merged[kept],
+        token_to_out=token_to_out,
         segment_sizes=torch.tensor(sizes, dtype=torch.long),
         frame_salient_num=salient.sum(dim=1),
         frame_context_num=anchor_mask.sum(dim=1),
@@ -296,4 +311,5 @@ class FastVID(Method):
             notes.append(f"exact budget: {result.extra_salient} salient tokens refilled after the per-frame caps")
         keep = rows.flatten()[result.kept_idx]
         order = torch.argsort(keep)
-        return Selection(keep=keep[order], features=result.kept_features[order].to(tokens.features.dtype), notes=notes)
+        return Selection(keep=keep[order], features=result.kept_features[order].to(tokens.features.dtype), notes=notes,
+                         merged_into=merged_positions(rows.flatten(), result.token_to_out, order, len(tokens)))

@@ -55,3 +55,13 @@ def row_saliency(tokens: VisualTokens, rows: torch.Tensor, features: torch.Tenso
     return mean_token_saliency(features), [
         "saliency fallback: no ViT attention given, used the mean LLM-input token as pseudo-[CLS] query per frame"
     ]
+
+
+def merged_positions(rows: torch.Tensor, token_to_out: torch.Tensor, order: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """``Selection.merged_into`` of a merging method: token ``rows[j]`` went into output ``token_to_out[j]``
+    (-1: dropped), and outputs are put in keep order by ``order``."""
+    position_of_output = torch.argsort(order)
+    out = torch.full((num_rows,), -1, dtype=torch.long, device=rows.device)
+    member = token_to_out >= 0
+    out[rows[member]] = position_of_output[token_to_out[member]]
+    return out

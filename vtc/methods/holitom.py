@@ -18,7 +18,7 @@ from ..method import Method, top_k_stable
 from ..registry import register
 from ..tokens import Selection, VisualTokens
 from .clustering import assign_to_nearest, density_peaks, top_centres
-from .frames import row_saliency, whole_frames
+from .frames import merged_positions, row_saliency, whole_frames
 
 DEFAULT_RETAIN = 0.1  # RETAIN_RATIO env default
 DEFAULT_TAU = 0.8  # T env default, used by the 0.15-0.25 scripts
@@ -38,6 +38,7 @@ class HoliTomResult:
     out_frame: torch.Tensor  # [M] frame of a dynamic token; the window's first frame for static tokens
     out_is_static: torch.Tensor  # [M] bool
     windows: torch.Tensor  # [W, 2] inclusive (start, end)
+    token_to_out: torch.Tensor  # [T*N] output row each input token is merged into or kept as (-1: dropped)
     total_reduced: int  # tokens saved by keeping static positions once per window
     retain_after_static: float  # r' (the official ratio; the budget share when ``count`` is given)
 
@@ -83,9 +84,8 @@ def select_static_windows(above: torch.Tensor, max_window_size: int) -> tuple[li
     return windows[::-1], dp[-1]
 
 
-def merge_into_centres(x: torch.Tensor, distance: torch.Tensor, centres: torch.Tensor, beta: float) -> torch.Tensor:
-    """Each centre absorbs its nearest non-centre points: beta*centre + (1-beta)*mean(members), or itself if none."""
-    labels = assign_to_nearest(distance, centres)
+def merge_into_centres(x: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor, beta: float) -> torch.Tensor:
+    """Each centre absorbs the non-centre points labelled with it: beta*centre + (1-beta)*mean(members), or itself if none."""
     members = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     members[centres] = False
     sums = torch.zeros(centres.numel(), x.shape[1], dtype=x.dtype, device=x.device)
@@ -95,11 +95,15 @@ def merge_into_centres(x: torch.Tensor, distance: torch.Tensor, centres: torch.T
     return torch.where(counts > 0, merged, x[centres])
 
 
-def density_merge(x: torch.Tensor, n: int, k: int, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """DPC-KNN into ``n`` centres (k = min(k, n) neighbours), merged with beta; (centre indices ascending, features)."""
+def density_merge(x: torch.Tensor, n: int, k: int, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DPC-KNN into ``n`` centres (k = min(k, n) neighbours), merged with beta.
+
+    Returns (centre indices ascending, features, each row's position in the centres).
+    """
     peaks = density_peaks(x, min(k, n))
     centres = top_centres(peaks.score, n)
-    return centres, merge_into_centres(x, peaks.distance, centres, beta)
+    labels = assign_to_nearest(peaks.distance, centres)
+    return centres, merge_into_centres(x, labels, centres, beta), labels
 
 
 def holitom_select(
@@ -150,8 +154,11 @@ def holitom_select(
         ratio = count / max(sum(sizes), 1)
 
     feats, pos, frame, static = [], [], [], []
+    token_to_out = torch.full((t * n,), -1, dtype=torch.long, device=device)
 
-    def emit(f: torch.Tensor, p: torch.Tensor, fr: int, is_static: bool) -> None:
+    def emit(f: torch.Tensor, p: torch.Tensor, fr: int, is_static: bool, members: torch.Tensor, labels: torch.Tensor) -> None:
+        """Append outputs; ``members`` [..., M] input tokens t*N+i and ``labels`` [M] their output among ``p``."""
+        token_to_out[members] = sum(q.numel() for q in pos) + labels.expand_as(members)
         feats.append(f)
         pos.append(p)
         frame.append(torch.full_like(p, fr))
@@ -162,25 +169,28 @@ def holitom_select(
     for (s, e), mask in zip(windows, masks):
         n_static = next(slot)
         if n_static > 0:
-            centres, merged = density_merge(x[s : e + 1, mask].mean(dim=0), n_static, k, beta)
-            emit(merged, positions[mask][centres], s, True)
+            centres, merged, labels = density_merge(x[s : e + 1, mask].mean(dim=0), n_static, k, beta)
+            window = torch.arange(s, e + 1, device=device)[:, None] * n
+            emit(merged, positions[mask][centres], s, True, window + positions[mask][None], labels)
         dynamic = positions[~mask]
         for f in range(s, e + 1):
             n_keep = next(slot)
             dominant_num = round(n_keep * (1 - d))
             dominant = torch.sort(top_k_stable(saliency[f, dynamic], dominant_num)).values
-            emit(x[f, dynamic[dominant]], dynamic[dominant], f, False)
+            emit(x[f, dynamic[dominant]], dynamic[dominant], f, False, f * n + dynamic[dominant],
+                 torch.arange(dominant.numel(), device=device))
             if n_keep > dominant_num:
                 rest = torch.ones(dynamic.numel(), dtype=torch.bool, device=device)
                 rest[dominant] = False
-                centres, merged = density_merge(x[f, dynamic[rest]], n_keep - dominant_num, k, beta)
-                emit(merged, dynamic[rest][centres], f, False)
+                centres, merged, labels = density_merge(x[f, dynamic[rest]], n_keep - dominant_num, k, beta)
+                emit(merged, dynamic[rest][centres], f, False, f * n + dynamic[rest], labels)
     return HoliTomResult(
         out_features=torch.cat(feats) if feats else x.new_zeros(0, x.shape[-1]),
         out_pos=torch.cat(pos) if pos else positions[:0],
         out_frame=torch.cat(frame) if frame else positions[:0],
         out_is_static=torch.cat(static) if static else torch.zeros(0, dtype=torch.bool, device=device),
         windows=torch.tensor(windows, dtype=torch.long, device=device).view(-1, 2),
+        token_to_out=token_to_out,
         total_reduced=int(total_reduced),
         retain_after_static=ratio,
     )
@@ -291,4 +301,5 @@ class HoliTom(Method):
             notes.append(f"budget missed by {count - kept}: static merging left only {kept} tokens")
         keep = rows[result.out_frame, result.out_pos]
         order = torch.argsort(keep)
-        return Selection(keep=keep[order], features=result.out_features[order].to(tokens.features.dtype), notes=notes)
+        return Selection(keep=keep[order], features=result.out_features[order].to(tokens.features.dtype), notes=notes,
+                         merged_into=merged_positions(rows.flatten(), result.token_to_out, order, len(tokens)))

@@ -55,4 +55,5 @@ class SpatialPool(Method):
         first = torch.full((groups.numel(),), len(tokens), dtype=torch.long, device=group.device)
         first.scatter_reduce_(0, inverse, torch.arange(len(tokens), device=group.device), reduce="amin")
         order = torch.argsort(first)
-        return Selection(keep=first[order], features=means[order].to(tokens.features.dtype))
+        return Selection(keep=first[order], features=means[order].to(tokens.features.dtype),
+                         merged_into=torch.argsort(order)[inverse])

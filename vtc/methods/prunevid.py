@@ -17,7 +17,7 @@ from ..method import Method
 from ..registry import register
 from ..tokens import Selection, VisualTokens
 from .clustering import assign_to_nearest, density_peaks
-from .frames import whole_frames
+from .frames import merged_positions, whole_frames
 
 DEFAULT_CLUSTER_RATIO = 0.5
 CLUSTER_ABOVE = 14  # official: only groups of more than 14 tokens are clustered
@@ -271,4 +271,5 @@ class PruneVid(Method):
         first.scatter_reduce_(0, result.token_to_out[member], grid_index[member], reduce="amin")
         keep = flat_rows[first]
         order = torch.argsort(keep)
-        return Selection(keep=keep[order], features=result.out_features[order].to(tokens.features.dtype), notes=notes)
+        return Selection(keep=keep[order], features=result.out_features[order].to(tokens.features.dtype), notes=notes,
+                         merged_into=merged_positions(flat_rows, result.token_to_out, order, len(tokens)))
