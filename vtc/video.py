@@ -82,7 +82,9 @@ class DecodedVideo:
     ``damaged_frames`` are the source indices, up to the last sampled frame, that the
     decoder flagged as damaged (errors it concealed, or a packet it rejected just
     before): empty for a clean video. A frame predicted from a damaged one may show
-    the damage too without being flagged, up to the next keyframe.
+    the damage too without being flagged, up to the next keyframe. Only damage the
+    decoder notices is listed: garbage that still parses as a valid bitstream (H.264
+    has no checksums) decodes to wrong pixels without any flag.
     """
 
     frames: np.ndarray
@@ -264,6 +266,7 @@ def _no_frames(path: str) -> EmptyVideoError:
 
 
 def _no_stream(path: str) -> EmptyVideoError:
+    """The error for a container without any video stream (audio only, metadata only)."""
     return EmptyVideoError(
         f"'{path}' has no video stream (is it an audio-only or metadata-only file?); pass a video file."
     )
@@ -343,6 +346,7 @@ def _pyav_decode(container: InputContainer, stream: VideoStream) -> Iterator[tup
 
 
 def _pyav_open_stream(container: InputContainer) -> VideoStream:
+    """The first video stream, decoded with FFmpeg's own threads."""
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     return stream
@@ -565,8 +569,9 @@ def _undecodable(local: str, errors: dict[str, str], retry: str = "") -> Corrupt
 def decord_failure(local: str, exc: BaseException) -> VideoError:
     """The typed error :func:`load_video` would give for a file decord failed on (for decord-only readers).
 
-    decord says "cannot open" for a video stream without frames too, so PyAV tells that case
-    (:class:`EmptyVideoError`) apart from a file that does not decode (:class:`CorruptVideoError`).
+    decord fails on a container without a video stream, or with a stream but no frames, much as it
+    fails on a broken file, so PyAV tells those cases (:class:`EmptyVideoError`) apart from a file
+    that does not decode (:class:`CorruptVideoError`).
     """
     import av
 
