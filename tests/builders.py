@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -489,3 +490,23 @@ def write_mp4(path, frames: np.ndarray, fps: int = 4) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def damage_mp4(path, first: int, count: int, seed: int = 0) -> None:
+    """Overwrite the middle half of ``count`` NAL units of an mp4 from ``first`` on with random bytes.
+
+    The 4-byte length before each NAL unit stays, so demuxers and decoders still walk the stream and
+    decode every frame, concealing the errors: the damage FFmpeg prints to stderr and otherwise hides.
+    """
+    data = bytearray(Path(path).read_bytes())
+    box = data.find(b"mdat")
+    end, position, units = box - 4 + int.from_bytes(data[box - 4 : box], "big"), box + 4, []
+    while position + 4 <= end:
+        length = int.from_bytes(data[position : position + 4], "big")
+        units.append((position + 4, length))
+        position += 4 + length
+    rng = np.random.default_rng(seed)
+    for start, length in units[first : first + count]:
+        lo, hi = start + 1 + length // 4, start + 1 + 3 * length // 4
+        data[lo:hi] = rng.integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
+    Path(path).write_bytes(bytes(data))

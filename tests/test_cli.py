@@ -84,3 +84,37 @@ def test_run_samples_the_shipped_model_as_it_was_trained(tmp_path, capsys) -> No
     for processor in (AutoProcessor.from_pretrained(default_model_path()), build_processor(build_tokenizer())):
         assert processor.video_processor.cap_pixels_per_frame is True
         assert processor.video_processor.num_frames == 16
+
+
+@pytest.mark.parametrize("frames", [1, 2])
+@pytest.mark.parametrize("method", ["keyframes", "keyclips(relevance=novelty)", "query", "scenes", "uniform-frames", "fps"])
+def test_run_selects_from_one_and_two_frame_videos(checkpoint, tmp_path, capsys, method: str, frames: int) -> None:
+    short = tmp_path / "short.mp4"
+    write_mp4(short, video(frames), fps=4)
+    assert main(["run", str(short), "Q?", "--model", str(checkpoint), "--method", method, "--retain", "0.5",
+                 "--num-frames", str(frames), "--max-new-tokens", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert f"frames kept by the select stage (source indices): {list(range(frames))}" in printed
+
+
+def test_run_reports_damaged_frames_in_the_stats_and_json(checkpoint, tmp_path, capsys) -> None:
+    from .builders import damage_mp4
+
+    damaged, out = tmp_path / "damaged.mp4", tmp_path / "run.json"
+    write_mp4(damaged, video(16), fps=4)
+    damage_mp4(damaged, first=5, count=4)
+    assert main(["run", str(damaged), "Q?", "--model", str(checkpoint), "--method", "dtd", "--retain", "0.5",
+                 "--num-frames", "16", "--max-new-tokens", "2", "--json", str(out)]) == 0
+    assert "note: video: " in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert record["damaged_frames"]
+    assert any(f"{len(record['damaged_frames'])} damaged frame(s)" in n for n in record["stats"]["notes"])
+
+
+def test_run_refuses_a_still_image(checkpoint, tmp_path, capsys) -> None:
+    from PIL import Image
+
+    picture = tmp_path / "frame.png"
+    Image.fromarray(video(1)[0]).save(picture)
+    assert main(["run", str(picture), "Q?", "--model", str(checkpoint)]) == 2
+    assert "still image" in capsys.readouterr().err

@@ -275,6 +275,76 @@ def test_clear_errors(flash_mp4: str) -> None:
         tm.model(**inputs)
 
 
+def _bad_input(kind: str, folder) -> object:
+    """A file (or value) that is not a usable video, of the given kind."""
+    if kind == "none":
+        return None
+    path = folder / (f"{kind}.avi" if kind == "frameless-stream" else f"{kind}.mp4")
+    if kind in ("no-video-stream", "frameless-stream"):
+        import av
+
+        with av.open(str(path), "w") as container:  # started but never fed: mp4 then drops the stream
+            stream = container.add_stream("mpeg4" if kind == "frameless-stream" else "libx264", rate=4)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            container.start_encoding()
+    elif kind == "zero-bytes":
+        path.write_bytes(b"")
+    elif kind == "random-bytes":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    elif kind == "text":
+        path.write_text("not a video\n" * 50)
+    elif kind == "png":
+        from PIL import Image
+
+        Image.fromarray(video(1)[0]).save(path, format="PNG")
+    elif kind == "truncated":
+        write_mp4(path, video(16))
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind", ["none", "zero-bytes", "random-bytes", "text", "png", "no-video-stream", "frameless-stream", "truncated"]
+)
+def test_video_processor_refuses_what_load_video_refuses_with_the_same_error(kind: str, tmp_path) -> None:
+    from vtc.video import load_video
+
+    bad = _bad_input(kind, tmp_path)
+    with pytest.raises((TypeError, ValueError)) as expected:
+        load_video(bad)
+    _, processor = _processor("qwen2_5_vl", "uniform-frames", tokens=64)
+    with pytest.raises(type(expected.value)) as got:
+        processor([bad], ["q"])
+    assert type(got.value) is type(expected.value) and not isinstance(got.value, FileNotFoundError)
+    if bad is not None:
+        assert str(bad) in str(got.value)
+
+
+def test_video_processor_notes_damaged_frames(tmp_path) -> None:
+    from .builders import damage_mp4
+
+    path = tmp_path / "damaged.mp4"
+    write_mp4(path, video(16), fps=4)
+    damage_mp4(path, first=5, count=4)
+    _, processor = _processor("qwen2_5_vl", "uniform-frames", tokens=64)
+    notes = processor([str(path)], ["q"]).vtc_selection.notes
+    assert any("damaged frame(s)" in note and str(path) in note for note in notes)
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3])
+@pytest.mark.parametrize("select", ["keyframes", "keyclips(relevance=novelty)", "query", "scenes", "uniform-frames", "fps"])
+def test_every_selector_handles_videos_of_one_to_three_frames(select: str, frames: int, tmp_path) -> None:
+    path = tmp_path / "short.mp4"
+    write_mp4(path, video(frames), fps=4)
+    tm, processor = _processor("qwen2_5_vl", select, retain=1.0)
+    kept = processor([str(path)], ["What is it?"]).vtc_selection.selected_frames[0]
+    assert kept and set(kept) <= set(range(frames))
+    with vtc.compressed(tm.model, f"{select}:1.0"), torch.no_grad():
+        tm.model(**tm.inputs([video(frames)], ["What is it?"]))
+        padded = -(-frames // 2) * 2  # Qwen stacks frames in pairs; an odd count repeats the last frame
+        assert set(tm.model.vtc_stats.selected_frames[0]) == set(range(padded))
+
+
 NON_QWEN_SELECT = [f for f in SELECT_FAMILIES if not f.startswith("qwen")]
 
 

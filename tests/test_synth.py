@@ -218,3 +218,21 @@ def test_every_type_renders_and_oracle_answers_at_224_px_and_32_frames() -> None
             frames, item = render_item(seed, qtype, num_frames=32, size=224)
             assert frames.shape == (32, 224, 224, 3)
             assert oracle_answer(frames, item) == item["answer"], item
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "message"),
+    [
+        ('{"video": "videos/x.mp4", "question": ', "not valid JSON"),
+        ('["a", "list"]', "expected a JSON object per line, got list"),
+        ('{"video": "videos/x.mp4", "question": "Q?", "options": ["A. red"]}', "lacks ['answer', 'answer_text']"),
+    ],
+)
+def test_a_bad_data_jsonl_line_names_the_file_and_line(dataset: Path, tmp_path: Path, bad_line: str, message: str) -> None:
+    lines = (dataset / "data.jsonl").read_text().splitlines()[:3]
+    jsonl = tmp_path / "data.jsonl"
+    jsonl.write_text("\n".join([lines[0], "", lines[1], bad_line, lines[2]]) + "\n")  # the bad line is line 4
+    with pytest.raises(ValueError) as info:
+        load_dataset(tmp_path)
+    assert message in str(info.value)
+    assert str(info.value).startswith(f"{jsonl}:4: ")

@@ -278,6 +278,14 @@ def test_datasets_dataset_with_the_same_columns_trains(tmp_path: Path, data_dir:
         load_items(bad)
 
 
+def test_a_bad_line_in_training_data_names_the_file_and_line(tmp_path: Path, data_dir: Path) -> None:
+    lines = (data_dir / "data.jsonl").read_text().splitlines()
+    (tmp_path / "data.jsonl").write_text("\n".join([lines[0], '{"video": "videos/000001.mp4"}', *lines[2:]]) + "\n")
+    with pytest.raises(ValueError, match="lacks") as info:
+        load_items(tmp_path)
+    assert str(info.value).startswith(f"{tmp_path / 'data.jsonl'}:2: ")
+
+
 def test_a_compressed_scope_restores_a_trained_wrap_with_its_lora(tmp_path: Path, data_dir: Path) -> None:
     tr = trainer(tmp_path, data_dir, steps=2)
     tr.train()

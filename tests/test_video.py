@@ -290,3 +290,108 @@ def test_decord_torch_bridge_still_yields_numpy_frames(mp4: Path) -> None:
         decord.bridge.set_bridge("native")
     assert isinstance(result.frames, np.ndarray)
     assert decoded_frame_ids(result.frames) == [0, 12, 23]
+
+
+# -- inputs that are not (clean) videos ------------------------------------------------------------
+@pytest.mark.parametrize("name", ["still.png", "still.jpg", "still.gif"])
+@pytest.mark.parametrize("backend", ["auto", "decord", "pyav"])
+def test_still_image_is_refused_as_not_a_video(tmp_path: Path, name: str, backend: str) -> None:
+    from PIL import Image
+
+    path = tmp_path / name
+    Image.fromarray(frame_pattern(3)).save(path)
+    with pytest.raises(CorruptVideoError, match="still image") as info:
+        load_video(path, backend=backend)
+    assert str(path) in str(info.value)
+
+
+def test_animated_gif_and_one_frame_mp4_are_videos(tmp_path: Path) -> None:
+    from PIL import Image
+
+    gif = tmp_path / "moving.gif"
+    pictures = [Image.fromarray(frame_pattern(i)) for i in range(4)]
+    pictures[0].save(gif, save_all=True, append_images=pictures[1:], duration=250)
+    assert load_video(gif, num_frames=4).total_frames == 4
+    single = write_video(tmp_path / "single.mp4", n_frames=1)
+    for backend in ("decord", "pyav"):
+        result = load_video(single, num_frames=1, backend=backend)
+        assert result.total_frames == 1 and decoded_frame_ids(result.frames) == [0]
+
+
+@pytest.mark.parametrize("path", [None, 3, b"clip.mp4", ["clip.mp4"]])
+def test_a_path_that_is_not_str_or_pathlike_is_a_type_error(path: object) -> None:
+    with pytest.raises(TypeError, match=f"str or os.PathLike, got {type(path).__name__}"):
+        load_video(path)  # type: ignore[arg-type]
+
+
+def test_zero_byte_file_is_empty(tmp_path: Path) -> None:
+    path = tmp_path / "zero.mp4"
+    path.write_bytes(b"")
+    with pytest.raises(EmptyVideoError, match="empty file") as info:
+        load_video(path)
+    assert str(path) in str(info.value)
+
+
+def test_clean_video_has_no_damaged_frames(mp4: Path) -> None:
+    for backend in ("decord", "pyav"):
+        assert load_video(mp4, num_frames=4, backend=backend).damaged_frames.tolist() == []
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_damaged_bytes_mid_stream_are_reported_not_hidden(
+    tmp_path: Path, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from .builders import damage_mp4, video as noisy_video, write_mp4
+
+    path = tmp_path / "damaged.mp4"
+    write_mp4(path, noisy_video(16), fps=4)
+    damage_mp4(path, first=5, count=4)
+    with caplog.at_level(logging.WARNING, logger="vtc"):
+        result = load_video(path, num_frames=16, backend=backend)
+    assert result.backend == backend and len(result.frames) == 16  # still decodes: a warning, not an error
+    damaged = result.damaged_frames.tolist()
+    assert damaged and all(0 <= i < 16 for i in damaged)
+    assert f"{len(damaged)} damaged frame(s)" in caplog.text and str(path) in caplog.text
+
+
+def test_damage_before_the_last_sampled_frame_only_counts(tmp_path: Path) -> None:
+    from .builders import damage_mp4, video as noisy_video, write_mp4
+
+    path = tmp_path / "damaged.mp4"
+    write_mp4(path, noisy_video(16), fps=4)
+    damage_mp4(path, first=5, count=4)
+    damaged = load_video(path, num_frames=16, backend="pyav").damaged_frames
+    assert load_video(path, num_frames=1, backend="decord").damaged_frames.tolist() == []  # frame 0 only
+    assert (load_video(path, num_frames=16, backend="decord").damaged_frames == damaged).all()
+
+
+def test_a_packet_the_decoder_rejects_is_damage_not_a_failure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from .builders import video as noisy_video, write_mp4
+
+    path = tmp_path / "bad-nal.mp4"
+    write_mp4(path, noisy_video(16), fps=4)
+    data = bytearray(path.read_bytes())
+    box = data.find(b"mdat")
+    first = box + 4 + 4 + int.from_bytes(data[box + 4 : box + 8], "big")  # the second NAL unit's length
+    for _ in range(6):  # walk to the seventh NAL unit, mid-stream
+        first += 4 + int.from_bytes(data[first : first + 4], "big")
+    data[first : first + 4] = b"\x7f\xff\xff\xff"  # an impossible length: the decoder rejects the packet
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="vtc"):
+        result = load_video(path, num_frames=16)
+    assert result.backend == "pyav"  # decord gives up on the whole file
+    assert result.total_frames == 15 and len(result.damaged_frames) >= 1
+    assert "damaged frame(s)" in caplog.text
+
+
+def test_a_clean_decord_read_is_not_decoded_a_second_time(mp4: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Damage is located with PyAV only when decord's FFmpeg printed errors: a clean video costs one decode."""
+    import vtc.video
+
+    def second_decode(*args, **kwargs):
+        raise AssertionError("a clean video was decoded again to look for damage")
+
+    monkeypatch.setattr(vtc.video, "damaged_frames", second_decode)
+    assert load_video(mp4, num_frames=4, backend="decord").damaged_frames.tolist() == []

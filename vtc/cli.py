@@ -71,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     import vtc
 
     from .runner import build_inputs, default_model_path, default_sampling, generate_answers, load_model, time_prefill
-    from .video import load_video
+    from .video import damage_note, load_video
 
     model_path = args.model or default_model_path()
     model, processor = load_model(model_path, device=args.device, dtype=args.dtype, attn_implementation=args.attn)
@@ -84,6 +84,8 @@ def _run(args: argparse.Namespace) -> int:
     answer = generate_answers(model, processor, inputs, args.max_new_tokens)[0]
     stats = getattr(model, "vtc_stats", None)
     compressed = time_prefill(model, inputs) if args.compare else None
+    if len(video.damaged_frames) and stats is not None:  # load_video has warned; the table and JSON say it too
+        stats.notes.append(f"video: {damage_note(video.damaged_frames)}")
 
     print(f"answer: {answer}")
     print(f"video: {len(video.indices)} of {video.total_frames} frames at {video.source_fps:.3g} fps"
@@ -91,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
     if stats is not None:
         print(stats.table())
         if stats.selected_frames:
-            print(f"frames kept by the select stage (source indices): {[int(video.indices[f]) for f in stats.selected_frames[0]]}")
+            print(f"frames kept by the select stage (source indices): {_source_frames(video.indices, stats.selected_frames[0])}")
     if baseline and compressed:
         print(f"prefill: {baseline.ms:.1f} ms uncompressed -> {compressed.ms:.1f} ms compressed "
               f"({baseline.ms / compressed.ms:.2f}x, best of {compressed.repeats})")
@@ -100,13 +102,24 @@ def _run(args: argparse.Namespace) -> int:
             "answer": answer, "question": args.question, "video": str(args.video), "model": str(model_path),
             "method": None if args.no_compression else args.method,
             "frames": [int(i) for i in video.indices], "timestamps": [float(t) for t in video.timestamps],
-            "clamped": video.clamped, "stats": stats.to_dict() if stats is not None else None,
+            "clamped": video.clamped, "damaged_frames": [int(i) for i in video.damaged_frames],
+            "stats": stats.to_dict() if stats is not None else None,
         }
         if baseline and compressed:
             record["prefill_ms"] = {"uncompressed": baseline.ms, "compressed": compressed.ms}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=2))
     return 0
+
+
+def _source_frames(indices: Sequence[int], selected: list[int]) -> list[int]:
+    """Source indices of the frames the select stage kept.
+
+    A processor that stacks frames in pairs (the Qwen VL line) pads an odd frame count by repeating
+    the last frame, so the stats can name one frame past the decoded ones: that is the last frame.
+    """
+    last = len(indices) - 1
+    return sorted({int(indices[min(frame, last)]) for frame in selected})
 
 
 def _list(args: argparse.Namespace) -> int:

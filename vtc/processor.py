@@ -26,7 +26,7 @@ from .budget import Budget
 from .pipeline import as_pipeline
 from .select.base import Frames, Plan, Selector, UnitCost
 from .select.decode import Candidates, decode_candidates, decode_frames, units
-from .video import DecodedVideo
+from .video import DecodedVideo, damage_note, logger
 
 DEFAULT_SCALES = (1.0, 0.75, 0.5, 0.375, 0.25)
 QWEN_PROCESSORS = ("Qwen2VL", "Qwen2_5_VL", "Qwen3VL")
@@ -186,7 +186,7 @@ class VideoProcessor:
         if len(videos) != len(questions):
             raise ValueError(f"got {len(videos)} videos and {len(questions)} questions; pass one question per video")
         record, decoded, group_times = SelectionRecord(), [], []
-        for path, question in zip(videos, questions):
+        for sample, (path, question) in enumerate(zip(videos, questions)):
             candidates, frames, plan, cost = self.plan(path, question)
             chosen = frames.indices[plan.keep].flatten()
             height, width = self.frame_size(candidates.height, candidates.width, plan.scale)
@@ -195,7 +195,12 @@ class VideoProcessor:
             decoded.append(DecodedVideo(
                 frames=pixels, timestamps=seconds.numpy(), indices=chosen.numpy(), source_fps=candidates.source_fps,
                 total_frames=candidates.total_frames, backend="decord", requested_frames=None, clamped=False,
+                damaged_frames=candidates.damaged,
             ))
+            if len(candidates.damaged):
+                note = f"sample {sample}: '{candidates.path}' has {damage_note(candidates.damaged)}"
+                logger.warning("%s", note)
+                record.notes.append(note)
             group_times.append(frames.times[plan.keep])
             record.selected_frames.append(chosen.tolist())
             record.selected_times.append(frames.times[plan.keep].tolist())

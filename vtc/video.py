@@ -10,21 +10,33 @@ indices, timestamps and enough metadata to build a
 
 Errors are typed (:class:`VideoNotFoundError`, :class:`CorruptVideoError`,
 :class:`EmptyVideoError`, all subclasses of :class:`VideoError`) and every
-message says what went wrong and what to do about it.
+message says what went wrong and what to do about it. A path that is not a
+``str``/``os.PathLike`` is a ``TypeError``; a still image (PNG, JPEG, a one-frame
+GIF, ...) is refused as not a video rather than read as a one-frame clip.
+
+Damage the decoder can conceal (bytes overwritten inside the stream) is not an
+error: the frames still decode, so the video loads, but the frames the decoder
+flagged are listed in :attr:`DecodedVideo.damaged_frames` and logged as a warning,
+so no caller answers about a damaged video without being told.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
+    from av.container import InputContainer
+    from av.video.frame import VideoFrame
     from av.video.stream import VideoStream
     from transformers.video_utils import VideoMetadata
 
@@ -55,11 +67,11 @@ class VideoNotFoundError(VideoError, FileNotFoundError):
 
 
 class CorruptVideoError(VideoError):
-    """The file exists but no backend could decode it."""
+    """The file exists but is not a decodable video: no backend could decode it, or it is a still image."""
 
 
 class EmptyVideoError(VideoError):
-    """The file is a readable container but holds no video frames."""
+    """The file is empty (0 bytes) or a readable container that holds no video frames."""
 
 
 @dataclass
@@ -69,6 +81,13 @@ class DecodedVideo:
     ``timestamps`` are seconds since the first frame of the video stream (taken from
     the container's presentation timestamps, or ``index / source_fps`` when the
     container has none).
+
+    ``damaged_frames`` are the source indices, up to the last sampled frame, that the
+    decoder flagged as damaged (errors it concealed, or a packet it rejected just
+    before): empty for a clean video. A frame predicted from a damaged one may show
+    the damage too without being flagged, up to the next keyframe. Only damage the
+    decoder notices is listed: garbage that still parses as a valid bitstream (H.264
+    has no checksums) decodes to wrong pixels without any flag.
     """
 
     frames: np.ndarray
@@ -79,6 +98,7 @@ class DecodedVideo:
     backend: str
     requested_frames: int | None
     clamped: bool
+    damaged_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def duration(self) -> float:
@@ -158,6 +178,11 @@ def sample_indices(
 
 def _resolve_path(path: str | os.PathLike) -> str:
     """Return a usable local path, or raise an error that explains why it is not one."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"a video path must be a str or os.PathLike, got {type(path).__name__} ({path!r:.80}); "
+            "pass the path of a local video file"
+        )
     text = os.fspath(path)
     local = os.path.expanduser(text)
     if os.path.isdir(local):
@@ -177,6 +202,55 @@ def _resolve_path(path: str | os.PathLike) -> str:
     )
 
 
+_ANIMATED_IMAGE_DEMUXERS = frozenset({"gif", "apng"})
+
+
+def _is_image_demuxer(name: str) -> bool:
+    """FFmpeg's picture demuxers (``image2`` and ``<codec>_pipe``: png_pipe, jpeg_pipe, webp_pipe, ...)."""
+    return name == "image2" or name.endswith("_pipe")
+
+
+def _still_image(path: str) -> str | None:
+    """The codec name when FFmpeg reads ``path`` as a still picture, else None.
+
+    FFmpeg opens a picture as a one-frame 25 fps video, so answering about it would look like
+    success. Decided from the container, never the suffix: picture demuxers always hold a still;
+    a GIF or APNG is one when it has a single frame. A video container with one frame is a video.
+    """
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            still = _is_image_demuxer(container.format.name)
+            if not still and container.format.name in _ANIMATED_IMAGE_DEMUXERS:
+                frames = (packet for packet in container.demux(stream) if packet.size)
+                still = sum(1 for _ in zip(range(2), frames)) == 1
+            return stream.codec_context.name if still else None
+    except av.FFmpegError:
+        return None  # unreadable: the decoding backends name the error
+
+
+def checked_video_path(path: str | os.PathLike) -> str:
+    """The local path of ``path`` once it can only be a video file, else the typed error saying why.
+
+    Shared by :func:`load_video` and ``vtc.VideoProcessor`` so both refuse a wrong type, a missing
+    file, a directory, an empty file and a still image with the same errors.
+    """
+    local = _resolve_path(path)
+    if os.path.getsize(local) == 0:
+        raise EmptyVideoError(f"'{local}' is an empty file (0 bytes); pass a video file.")
+    codec = _still_image(local)
+    if codec is not None:
+        raise CorruptVideoError(
+            f"'{local}' is a still image ({codec}), not a video; pass a video file "
+            f"(to use one picture as a clip, encode it first, e.g. `ffmpeg -loop 1 -i '{local}' -t 2 clip.mp4`)."
+        )
+    return local
+
+
 def _one_line(exc: BaseException) -> str:
     """Squeeze a backend exception (decord adds multi-line C++ traces) into one short line."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -194,6 +268,13 @@ def _no_frames(path: str) -> EmptyVideoError:
     )
 
 
+def _no_stream(path: str) -> EmptyVideoError:
+    """The error for a container without any video stream (audio only, metadata only)."""
+    return EmptyVideoError(
+        f"'{path}' has no video stream (is it an audio-only or metadata-only file?); pass a video file."
+    )
+
+
 def _load_decord(path: str, num_frames: int | None, fps: float | None, progress: bool) -> DecodedVideo:
     """Random-access decode of only the sampled frames with decord."""
     import decord
@@ -206,11 +287,12 @@ def _load_decord(path: str, num_frames: int | None, fps: float | None, progress:
     if not source_fps > 0:
         raise VideoError(f"decord reports no frame rate ({source_fps}) for '{path}'.")
     indices, clamped = sample_indices(total, source_fps, num_frames, fps)
-    batches = []
+    batches, messages = [], DecoderMessages()
     with _progress(path, len(indices), progress, "Decoding") as bar:
         for start in range(0, len(indices), _DECORD_BATCH):
             chunk = indices[start : start + _DECORD_BATCH].tolist()
-            batch = reader.get_batch(chunk)
+            with messages.capture():
+                batch = reader.get_batch(chunk)
             batches.append(batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch))
             bar.update(len(chunk))
     get_timestamps: Callable[[list[int]], np.ndarray] | None = getattr(reader, "get_frame_timestamp", None)
@@ -229,6 +311,7 @@ def _load_decord(path: str, num_frames: int | None, fps: float | None, progress:
         backend="decord",
         requested_frames=num_frames,
         clamped=clamped,
+        damaged_frames=damage_after_decord(path, int(indices[-1]), messages),
     )
 
 
@@ -245,15 +328,102 @@ def _pyav_fps(stream: VideoStream, path: str) -> float:
     raise VideoError(f"PyAV finds no frame rate for the video stream of '{path}'.")
 
 
+def _pyav_decode(container: InputContainer, stream: VideoStream) -> Iterator[tuple[VideoFrame, bool]]:
+    """Every frame FFmpeg can decode, with whether it is damaged.
+
+    Damaged: the decoder flagged it corrupt (it concealed errors in its data), or it follows a
+    packet the decoder rejected (that packet's frame is lost). Skipping a rejected packet instead
+    of failing keeps the rest of a video with one bad span readable; the damage is reported.
+    """
+    import av
+
+    lost = False
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.InvalidDataError:
+            lost = True
+            continue
+        for frame in frames:
+            yield frame, lost or bool(frame.is_corrupt)
+            lost = False
+
+
+def _pyav_open_stream(container: InputContainer) -> VideoStream:
+    """The first video stream, decoded with FFmpeg's own threads."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return stream
+
+
+@dataclass
+class DecoderMessages:
+    """What FFmpeg inside decord printed during the decoding calls wrapped in ``capture``.
+
+    decord conceals decoding errors and reports them nowhere but the process's stderr (file
+    descriptor 2, below Python's ``sys.stderr``), so during each call the descriptor points at a
+    temporary file. Only the decoding call is wrapped (a progress bar drawn between calls is not
+    caught); what was caught is printed again afterwards, so no message is lost.
+    """
+
+    text: str = ""
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[None]:
+        sys.stderr.flush()
+        with tempfile.TemporaryFile() as sink:
+            saved = os.dup(2)
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                caught = sink.read().decode(errors="replace")
+        if caught:
+            self.text += caught
+            sys.stderr.write(caught)
+            sys.stderr.flush()
+
+
+def damage_after_decord(path: str, last: int, messages: DecoderMessages) -> np.ndarray:
+    """Damaged source indices ``0..last`` of a decord read: located with PyAV only when decord's FFmpeg
+    printed something while decoding (a clean video is not decoded twice). Errors printed that PyAV
+    cannot place on a frame are still logged as a warning."""
+    if not messages.text:
+        return np.zeros(0, dtype=np.int64)
+    damaged = damaged_frames(path, last)
+    if not len(damaged):
+        first = messages.text.strip().splitlines()[0]
+        logger.warning("the decoder reported errors while decoding '%s' (%s); answers about it may be wrong.",
+                       path, first)
+    return damaged
+
+
+def damaged_frames(path: str, last: int) -> np.ndarray:
+    """Source indices ``0..last`` that the decoder flags as damaged, by decoding once with PyAV,
+    which exposes FFmpeg's per-frame flags (decord only prints FFmpeg's messages)."""
+    import av
+
+    damaged: list[int] = []
+    with av.open(path) as container:
+        stream = _pyav_open_stream(container)
+        for position, (_, bad) in enumerate(_pyav_decode(container, stream)):
+            if bad:
+                damaged.append(position)
+            if position >= last:
+                break
+    return np.asarray(damaged, dtype=np.int64)
+
+
 def _pyav_count_frames(path: str, progress: bool) -> int:
     """Count frames by decoding once (containers such as MKV/WebM/TS do not store a count)."""
     import av
 
     count = 0
     with av.open(path) as container, _progress(path, None, progress, "Counting frames in") as bar:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for _ in container.decode(stream):
+        for _ in _pyav_decode(container, _pyav_open_stream(container)):
             count += 1
             bar.update(1)
     return count
@@ -261,26 +431,27 @@ def _pyav_count_frames(path: str, progress: bool) -> int:
 
 def _pyav_pick(
     path: str, indices: np.ndarray, source_fps: float, progress: bool
-) -> tuple[list[np.ndarray], list[float], int]:
+) -> tuple[list[np.ndarray], list[float], int, list[int]]:
     """Decode sequentially, converting only the wanted frames so memory stays bounded.
 
-    Returns the kept frames, their timestamps and how many frames were decoded; stops
-    right after the last wanted index.
+    Returns the kept frames, their timestamps, how many frames were decoded and which of them
+    were damaged; stops right after the last wanted index.
     """
     import av
 
     wanted = indices.tolist()
     frames: list[np.ndarray] = []
     timestamps: list[float] = []
+    damaged: list[int] = []
     decoded = 0
     origin: float | None = None
     with av.open(path) as container, _progress(path, wanted[-1] + 1, progress, "Decoding") as bar:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
+        for frame, bad in _pyav_decode(container, _pyav_open_stream(container)):
             position = decoded
             decoded += 1
             bar.update(1)
+            if bad:
+                damaged.append(position)
             if position == 0:
                 origin = frame.time
             if position != wanted[len(frames)]:
@@ -292,7 +463,7 @@ def _pyav_pick(
                 timestamps.append(position / source_fps)
             if len(frames) == len(wanted):
                 break
-    return frames, timestamps, decoded
+    return frames, timestamps, decoded, damaged
 
 
 def _load_pyav(path: str, num_frames: int | None, fps: float | None, progress: bool) -> DecodedVideo:
@@ -301,10 +472,7 @@ def _load_pyav(path: str, num_frames: int | None, fps: float | None, progress: b
 
     with av.open(path) as container:
         if not container.streams.video:
-            raise EmptyVideoError(
-                f"'{path}' has no video stream (is it an audio-only or metadata-only file?); "
-                "pass a video file."
-            )
+            raise _no_stream(path)
         stream = container.streams.video[0]
         source_fps = _pyav_fps(stream, path)
         total = _pyav_header_frame_count(stream)
@@ -313,7 +481,7 @@ def _load_pyav(path: str, num_frames: int | None, fps: float | None, progress: b
     if total == 0:
         raise _no_frames(path)
     indices, clamped = sample_indices(total, source_fps, num_frames, fps)
-    frames, timestamps, decoded = _pyav_pick(path, indices, source_fps, progress)
+    frames, timestamps, decoded, damaged = _pyav_pick(path, indices, source_fps, progress)
     if len(frames) < len(indices):
         if decoded == 0:
             raise _no_frames(path)
@@ -323,7 +491,7 @@ def _load_pyav(path: str, num_frames: int | None, fps: float | None, progress: b
         )
         total = decoded
         indices, clamped = sample_indices(total, source_fps, num_frames, fps)
-        frames, timestamps, decoded = _pyav_pick(path, indices, source_fps, progress)
+        frames, timestamps, decoded, damaged = _pyav_pick(path, indices, source_fps, progress)
     return DecodedVideo(
         frames=np.stack(frames),
         timestamps=np.asarray(timestamps, dtype=np.float64),
@@ -333,7 +501,21 @@ def _load_pyav(path: str, num_frames: int | None, fps: float | None, progress: b
         backend="pyav",
         requested_frames=num_frames,
         clamped=clamped,
+        damaged_frames=np.asarray(damaged, dtype=np.int64),
     )
+
+
+def damage_note(damaged: np.ndarray) -> str:
+    """One line for stats and logs: how many frames the decoder flagged and which."""
+    shown = ", ".join(str(int(i)) for i in damaged[:10]) + (", ..." if len(damaged) > 10 else "")
+    return (
+        f"{len(damaged)} damaged frame(s) (source indices {shown}): the decoder hit errors in the stream "
+        "there, so these frames and the ones predicted from them may show garbage"
+    )
+
+
+def _warn_damaged(local: str, damaged: np.ndarray) -> None:
+    logger.warning("'%s' has %s; answers about this video may be wrong.", local, damage_note(damaged))
 
 
 _LOADERS: dict[str, Callable[[str, int | None, float | None, bool], DecodedVideo]] = {
@@ -362,8 +544,13 @@ def load_video(
     shows a tqdm bar over decoded frames, useful for long videos.
 
     Raises :class:`VideoNotFoundError` (no such file), :class:`EmptyVideoError`
-    (readable but no frames), :class:`CorruptVideoError` (no backend could decode it),
-    and ``ValueError`` for invalid arguments.
+    (0 bytes, or readable but no frames), :class:`CorruptVideoError` (no backend could
+    decode it, or a still image), ``TypeError`` for a path that is not a ``str`` or
+    ``os.PathLike``, and ``ValueError`` for invalid arguments.
+
+    Damage the decoder concealed is a warning, not an error: the frames decode, one bad span
+    should not make a long video unusable, and the caller decides (``damaged_frames`` lists the
+    flagged source frames and the ``vtc`` logger warns). ``vtc run`` prints and records it.
     """
     _check_sampling_args(num_frames, fps)
     if backend != "auto" and backend not in BACKENDS:
@@ -371,7 +558,7 @@ def load_video(
         raise ValueError(f"Unknown backend {backend!r}; choose one of {choices}.")
     if num_frames is None and fps is None:
         fps = DEFAULT_FPS
-    local = _resolve_path(path)
+    local = checked_video_path(path)
     order = BACKENDS if backend == "auto" else (backend,)
     errors: dict[str, str] = {}
     missing: list[str] = []
@@ -391,6 +578,8 @@ def load_video(
             if errors:
                 failures = "; ".join(f"{other}: {error}" for other, error in errors.items())
                 logger.info("Read '%s' with %s after %s.", local, name, failures)
+            if len(video.damaged_frames):
+                _warn_damaged(local, video.damaged_frames)
             if video.clamped:
                 wanted = f"{num_frames} frames" if num_frames is not None else f"fps={fps}"
                 logger.warning(
@@ -407,11 +596,36 @@ def load_video(
             f"Cannot read '{local}': the video backend {' / '.join(missing)} is not installed; "
             f"install it with `pip install {packages}`."
         )
-    details = "; ".join(f"{name}: {error}" for name, error in errors.items())
     others = [b for b in BACKENDS if b not in order]
-    retry = f", or try backend={others[0]!r}" if others else ""
-    raise CorruptVideoError(
+    raise _undecodable(local, errors, retry=f", or try backend={others[0]!r}" if others else "")
+
+
+def _undecodable(local: str, errors: dict[str, str], retry: str = "") -> CorruptVideoError:
+    """The error for a file no backend could decode, naming each backend's reason and what to try."""
+    details = "; ".join(f"{name}: {error}" for name, error in errors.items())
+    return CorruptVideoError(
         f"Could not decode '{local}' ({details}). The file may be corrupt, truncated or not a video: "
         f"check that it plays (e.g. `ffprobe '{local}'`) or re-encode it "
         f"(e.g. `ffmpeg -i in -c:v libx264 -pix_fmt yuv420p out.mp4`){retry}."
     )
+
+
+def decord_failure(local: str, exc: BaseException) -> VideoError:
+    """The typed error :func:`load_video` would give for a file decord failed on (for decord-only readers).
+
+    decord fails on a container without a video stream, or with a stream but no frames, much as it
+    fails on a broken file, so PyAV tells those cases (:class:`EmptyVideoError`) apart from a file
+    that does not decode (:class:`CorruptVideoError`).
+    """
+    import av
+
+    errors = {"decord": _one_line(exc)}
+    try:
+        with av.open(local) as container:
+            if not container.streams.video:
+                return _no_stream(local)
+        if _pyav_count_frames(local, progress=False) == 0:
+            return _no_frames(local)
+    except av.FFmpegError as pyav_exc:
+        errors["pyav"] = _one_line(pyav_exc)
+    return _undecodable(local, errors)

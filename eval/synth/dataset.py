@@ -138,8 +138,29 @@ def make_dataset(
     return out
 
 
+ITEM_KEYS = ("video", "question", "options", "answer", "answer_text")
+"""Keys every item needs: what evaluation and training read."""
+
+
 def load_dataset(path: str | Path) -> list[dict[str, Any]]:
-    """Items of a dataset directory (or its ``data.jsonl``); ``video`` stays relative to the directory."""
+    """Items of a dataset directory (or its ``data.jsonl``); ``video`` stays relative to the directory.
+
+    A bad line fails with the file and its 1-based line number, so a hand-edited file is quick to fix.
+    """
     path = Path(path)
     jsonl = path / "data.jsonl" if path.is_dir() else path
-    return [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    return [_item(jsonl, number, line) for number, line in enumerate(jsonl.read_text().splitlines(), 1) if line.strip()]
+
+
+def _item(jsonl: Path, number: int, line: str) -> dict[str, Any]:
+    """One line of ``jsonl`` as an item, or a ValueError naming the file and line."""
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{jsonl}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(item, dict):
+        raise ValueError(f"{jsonl}:{number}: expected a JSON object per line, got {type(item).__name__}")
+    missing = [key for key in ITEM_KEYS if key not in item]
+    if missing:
+        raise ValueError(f"{jsonl}:{number}: the item lacks {missing}; every item needs {', '.join(ITEM_KEYS)}")
+    return item

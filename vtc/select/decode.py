@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..video import _resolve_path, sample_indices
+from ..video import DecoderMessages, checked_video_path, damage_after_decord, decord_failure, sample_indices
 
 _BATCH = 64
 
@@ -31,23 +31,30 @@ class Candidates:
     total_frames: int
     height: int
     width: int
+    damaged: np.ndarray  # source indices up to the last candidate that the decoder flagged as damaged
 
 
 def _reader(path: str, **kwargs):
+    """decord's reader of ``path``; a file decord cannot open gets the typed error ``load_video`` gives."""
     try:
         import decord
     except ImportError as err:
         raise ImportError("frame selection decodes with decord: `pip install decord`") from err
-    return decord.VideoReader(path, ctx=decord.cpu(0), **kwargs)
+    try:
+        return decord.VideoReader(path, ctx=decord.cpu(0), **kwargs)
+    except Exception as exc:  # DECORDError, RuntimeError, or an AssertionError for a stream without frames
+        raise decord_failure(path, exc) from None
 
 
 def decode_candidates(path: str | os.PathLike, fps: float, size: int = 32, progress: bool = False) -> Candidates:
-    """Candidates sampled at ``fps`` (every frame if the video is slower), decoded at ``size`` x ``size``."""
-    local = _resolve_path(path)
+    """Candidates sampled at ``fps`` (every frame if the video is slower), decoded at ``size`` x ``size``.
+
+    Refuses what ``load_video`` refuses, with the same typed errors (``vtc.video.VideoError``), and
+    records damaged frames as it does.
+    """
+    local = checked_video_path(path)
     full = _reader(local)
     total, source_fps = len(full), float(full.get_avg_fps())
-    if total == 0:
-        raise ValueError(f"'{local}' holds no frames")
     height, width = full[0].shape[:2]
     keys = np.zeros(total, dtype=bool)
     keys[np.asarray(full.get_key_indices(), dtype=np.int64)] = True
@@ -57,13 +64,19 @@ def decode_candidates(path: str | os.PathLike, fps: float, size: int = 32, progr
     small = _reader(local, width=size, height=size)
     thumbs = np.empty((len(indices), size, size, 3), dtype=np.uint8)
     times = np.empty(len(indices), dtype=np.float64)
+    messages = DecoderMessages()
     with tqdm(total=len(indices), disable=not progress, unit="frame", desc=f"Scoring {os.path.basename(local)}") as bar:
         for start in range(0, len(indices), _BATCH):
             chunk = indices[start : start + _BATCH].tolist()
-            thumbs[start : start + len(chunk)] = small.get_batch(chunk).asnumpy()
+            try:
+                with messages.capture():
+                    thumbs[start : start + len(chunk)] = small.get_batch(chunk).asnumpy()
+            except Exception as exc:  # a stream that opens but stops decoding part-way
+                raise decord_failure(local, exc) from None
             times[start : start + len(chunk)] = np.asarray(small.get_frame_timestamp(chunk))[:, 0] - origin
             bar.update(len(chunk))
-    return Candidates(local, thumbs, indices, times, keys[indices], source_fps, total, int(height), int(width))
+    damaged = damage_after_decord(local, int(indices[-1]), messages)
+    return Candidates(local, thumbs, indices, times, keys[indices], source_fps, total, int(height), int(width), damaged)
 
 
 def decode_frames(path: str, indices: list[int], height: int, width: int) -> np.ndarray:

@@ -6,10 +6,9 @@ from typing import Any
 
 import torch
 
+from ..synth.dataset import ITEM_KEYS as COLUMNS
 from ..synth.model import prompt_messages
 from .labels import reply_labels
-
-COLUMNS = ("video", "question", "options", "answer", "answer_text")
 
 
 def load_items(data_dir: str | Path) -> list[dict[str, Any]]:
@@ -24,7 +23,7 @@ def load_items(data_dir: str | Path) -> list[dict[str, Any]]:
     if (root / "data.jsonl").is_file():
         from ..synth.dataset import load_dataset
 
-        items = load_dataset(root)
+        items = load_dataset(root)  # checks every line: a bad one is named by file and line number
     else:
         import datasets
 
