@@ -1,0 +1,100 @@
+"""Timing and memory protocol for a noisy shared machine.
+
+One thread, configurations interleaved round-robin after a warm-up round, median of the repeats,
+CPU time (``time.process_time``: this process only, so other users' load shows less) beside wall
+time. On CUDA, intervals come from ``torch.cuda.Event`` pairs and memory from the allocator's peak.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+STATUS = Path("/proc/self/status")
+CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+class Stopwatch:
+    """Named time marks; ``ms(a, b)`` gives (wall ms, CPU ms) between two marks."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.marks: dict[str, tuple] = {}
+
+    def mark(self, name: str) -> None:
+        event = None
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+        self.marks[name] = (time.perf_counter(), time.process_time(), event)
+
+    def ms(self, start: str, end: str) -> tuple[float, float]:
+        (w0, c0, e0), (w1, c1, e1) = self.marks[start], self.marks[end]
+        if self.cuda:
+            torch.cuda.synchronize()
+            return e0.elapsed_time(e1), (c1 - c0) * 1000.0
+        return (w1 - w0) * 1000.0, (c1 - c0) * 1000.0
+
+
+def _status_kib(field: str) -> int:
+    for line in STATUS.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+class PeakMemory:
+    """Peak memory added by a block, in MiB.
+
+    CUDA: ``max_memory_allocated`` minus what was allocated before (tensors only). CPU: the kernel's
+    resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs) minus the resident set
+    before the block: every page the process touched, tensors and allocator caches included.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.mib = float("nan")
+
+    def __enter__(self) -> "PeakMemory":
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.before = torch.cuda.memory_allocated()
+        else:
+            CLEAR_REFS.write_text("5")
+            self.before = _status_kib("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+        else:
+            peak = _status_kib("VmHWM") * 1024
+        self.mib = (peak - self.before) / 2**20
+
+
+def interleaved(configs: dict[str, Callable[[], dict]], repeats: int, warmup: int = 1,
+                progress: Callable[[str], None] = print) -> dict[str, dict]:
+    """Run every configuration once per round, ``warmup`` rounds discarded; median of each field."""
+    samples: dict[str, list[dict]] = {name: [] for name in configs}
+    for round_ in range(warmup + repeats):
+        for name, run in configs.items():
+            result = run()
+            if round_ >= warmup:
+                samples[name].append(result)
+        progress(f"round {round_ + 1}/{warmup + repeats} done")
+    return {name: median_fields(runs) for name, runs in samples.items()}
+
+
+def median_fields(runs: list[dict]) -> dict:
+    """Median of every numeric field across runs; other fields from the last run."""
+    out = dict(runs[-1])
+    for key, value in runs[-1].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = statistics.median(r[key] for r in runs)
+    out["repeats"] = len(runs)
+    return out
