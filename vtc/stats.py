@@ -121,5 +121,5 @@ def sorted_list(indices: torch.Tensor) -> list[int]:
 
 def per_copy(per_sample: list[T], copies: int) -> list[T]:
     """One entry per language-model row when generate() runs ``copies`` consecutive copies of each sample
-    (beam search, several returned sequences): stats are indexed like the rows generate() returns."""
+    (beam search, several returned sequences): stats are indexed like the rows the language model runs."""
     return [item for item in per_sample for _ in range(copies)]
