@@ -5,21 +5,20 @@ The API names load on first use (module ``__getattr__``), so ``vtc --help``, ``v
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import exports
 
 __version__ = "0.1.0"
 
-# public name -> (submodule, attribute in it)
-_LAZY: dict[str, tuple[str, str]] = {
-    "compressed": ("api", "compressed"), "is_wrapped": ("api", "is_wrapped"), "unwrap": ("api", "unwrap"),
-    "wrap": ("api", "wrap"), "Budget": ("budget", "Budget"), "Method": ("method", "Method"),
-    "ScoreMethod": ("method", "ScoreMethod"), "Pipeline": ("pipeline", "Pipeline"), "Step": ("pipeline", "Step"),
-    "VideoProcessor": ("processor", "VideoProcessor"), "get_method": ("registry", "get"),
-    "list_methods": ("registry", "list_methods"), "register": ("registry", "register"),
-    "CompressionStats": ("stats", "CompressionStats"), "Selection": ("tokens", "Selection"),
-    "VisualTokens": ("tokens", "VisualTokens"),
+# public name -> the submodule that defines it ("registry:get": spelled differently there)
+_EXPORTS: dict[str, str] = {
+    "compressed": "api", "is_wrapped": "api", "unwrap": "api", "wrap": "api", "Budget": "budget",
+    "Method": "method", "ScoreMethod": "method", "Pipeline": "pipeline", "Step": "pipeline",
+    "VideoProcessor": "processor", "get_method": "registry:get", "list_methods": "registry", "register": "registry",
+    "CompressionStats": "stats", "Selection": "tokens", "VisualTokens": "tokens",
 }
+__getattr__ = exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .api import compressed, is_wrapped, unwrap, wrap
@@ -33,18 +32,8 @@ if TYPE_CHECKING:
     from .tokens import Selection, VisualTokens
 
 
-def __getattr__(name: str) -> Any:
-    """Import the submodule behind a public name on first access, then cache the name here."""
-    if name not in _LAZY:
-        raise AttributeError(f"module 'vtc' has no attribute {name!r}")
-    module, attribute = _LAZY[name]
-    value = getattr(importlib.import_module(f".{module}", __name__), attribute)
-    globals()[name] = value
-    return value
-
-
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_EXPORTS))
 
 
 def supported_model_types() -> list[str]:
@@ -53,4 +42,4 @@ def supported_model_types() -> list[str]:
     return _supported()
 
 
-__all__ = sorted([*_LAZY, "supported_model_types"])
+__all__ = sorted([*_EXPORTS, "supported_model_types"])

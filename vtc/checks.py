@@ -10,6 +10,9 @@ import os
 import re
 from pathlib import Path
 
+from .budget import Budget
+from .spec import parse_spec, trained_dir
+
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTENTION = ("eager", "sdpa", "flash_attention_2")
 REFERENCE_MODEL = Path(__file__).resolve().parent / "assets" / "reference-model"
@@ -78,6 +81,14 @@ def check_video(path: str | Path) -> Path:
     return video
 
 
+def check_input_dir(path: str | Path, what: str) -> Path:
+    """An existing local directory (data sets; vtc never downloads)."""
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{what} {str(path)!r} is not a local directory")
+    return directory
+
+
 def check_output_file(path: str | Path, what: str) -> Path:
     """A file that can be written: not a directory, and its nearest existing parent is a writable directory."""
     out = Path(path).expanduser()
@@ -131,3 +142,12 @@ def resolve_local(path: str | Path) -> Path:
 def model_path(path: str | Path | None) -> Path:
     """``--model``: a local checkpoint, or the shipped reference model when none is given."""
     return resolve_local(path) if path else default_model_path()
+
+
+def check_method_syntax(method: str | None, retain: float | None, tokens: int | None) -> Budget:
+    """The budget and the spec's grammar, before torch is imported; ``vtc.pipeline.check_method`` then
+    checks names, knob types and per-step budgets against the registry."""
+    budget = Budget(retain=retain, tokens=tokens)
+    if method is not None and trained_dir(method) is None:
+        parse_spec(method)
+    return budget

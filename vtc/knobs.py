@@ -19,6 +19,10 @@ _ACCEPTS: dict[Any, Callable[[Any], bool]] = {
 }
 
 
+class KnobError(TypeError):
+    """A knob name a method does not have, or a value of the wrong type."""
+
+
 @functools.cache
 def knob_types(cls: type) -> dict[str, Any]:
     """Constructor knobs of a dataclass method and their annotated types (resolved once per class)."""
@@ -33,12 +37,12 @@ def check_knobs(cls: type, knobs: Mapping[str, Any]) -> None:
     unknown = sorted(set(knobs) - set(expected))
     if unknown:
         known = ", ".join(expected) or "none"
-        raise TypeError(f"{name} has no knob {', '.join(map(repr, unknown))}; its knobs: {known}")
+        raise KnobError(f"{name} has no knob {', '.join(map(repr, unknown))}; its knobs: {known}")
     for knob, value in knobs.items():
         options = _options(expected[knob])
         if all(o in _ACCEPTS or isinstance(o, type) for o in options) and not any(_accepts(o, value) for o in options):
             wanted = " or ".join("None" if o is type(None) else getattr(o, "__name__", str(o)) for o in options)
-            raise TypeError(f"{name} knob {knob!r} expects {wanted}, got {value!r} ({type(value).__name__})")
+            raise KnobError(f"{name} knob {knob!r} expects {wanted}, got {value!r} ({type(value).__name__})")
 
 
 def checked_init(cls: type) -> Callable[..., None]:

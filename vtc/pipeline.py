@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .budget import Budget
+from .knobs import KnobError
 from .method import Method
 from .registry import get
 from .spec import StepSpec, parse_spec, trained_dir
@@ -93,6 +94,21 @@ def _build_step(spec: StepSpec) -> Step:
         raise ValueError(f"{spec.name!r} is a {cls.stage}-stage method; '@layer' applies to layer methods only")
     try:
         method = cls(**spec.knobs)
+    except KnobError as err:  # already names the method, the knob and the type it expects
+        raise ValueError(str(err)) from None
     except TypeError as err:
         raise ValueError(f"bad knobs for {spec.name!r}: {err}") from None
     return Step(method, spec.budget)
+
+
+def check_method(method: str, budget: Budget) -> None:
+    """What ``vtc.wrap`` would refuse about a method string and budget, found without a model: unknown
+    names, stage order, knob names and types, a step left without a budget, or a trained directory's files.
+    The CLI calls it before it loads a model or decodes a video."""
+    path = trained_dir(method)
+    if path is None:
+        Pipeline.parse(method).resolve_budgets(budget)
+        return
+    from .trained.store import read_record
+
+    read_record(path)

@@ -5,13 +5,16 @@ Names load on first use so that ``vtc.trained.cli`` (the ``vtc train`` parser) i
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-_LAZY: dict[str, str] = {
+from ..lazy import exports
+
+_EXPORTS: dict[str, str] = {
     "TrainedCompressor": "base", "QueryResampler": "resampler", "LearnedScorer": "scorer", "VQCodebook": "vq",
     "KINDS": "store", "attach": "store", "build": "store", "load_compressor": "store",
 }
+
+__getattr__ = exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .base import TrainedCompressor
@@ -21,13 +24,4 @@ if TYPE_CHECKING:
     from .vq import VQCodebook
 
 
-def __getattr__(name: str) -> Any:
-    """Import the submodule behind a public name on first access."""
-    if name not in _LAZY:
-        raise AttributeError(f"module 'vtc.trained' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-__all__ = sorted(_LAZY)
+__all__ = sorted(_EXPORTS)
