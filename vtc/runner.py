@@ -8,8 +8,13 @@ from typing import Any
 
 import torch
 
-from .checks import check_attn, check_device, check_dtype, resolve_local
-from .checks import default_model_path  # noqa: F401  (callers import it from here, beside load_model)
+from .checks import (
+    check_attn,
+    check_device,
+    check_dtype,
+    default_model_path,  # noqa: F401  (callers import it from here, beside load_model)
+    resolve_local,
+)
 from .video import DecodedVideo
 
 # Used when a processor ships without a chat template: the Qwen VL chat format.

@@ -66,10 +66,10 @@ def _parse_step(text: str, spec: str) -> StepSpec:
         if "layer" in knobs:
             raise ValueError(f"method step {text!r} sets the layer twice (@layer and layer=)")
         knobs["layer"] = int(match["layer"])
-    return StepSpec(match["name"], knobs, parse_budget(match["budget"]))
+    return StepSpec(match["name"], knobs, _parse_budget(match["budget"]))
 
 
-def parse_budget(text: str | None) -> Budget | None:
+def _parse_budget(text: str | None) -> Budget | None:
     """``0.25`` -> retain 0.25; ``256`` -> 256 tokens; a fractional count above 1 is an error."""
     if text is None:
         return None
