@@ -105,7 +105,7 @@ def test_spec_parsing_builds_methods_budgets_and_layers() -> None:
         ("dtd@2", "layer methods only"),
         ("dtd(threshold)", "key=value"),
         ("fastv@3>fastv@2", "strictly increasing"),
-        ("dtd(nonsense=1)", "bad knobs"),
+        ("dtd(nonsense=1)", "dtd has no knob 'nonsense'"),
         ("random:1.5", "integer"),
     ],
 )

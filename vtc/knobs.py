@@ -19,8 +19,9 @@ _ACCEPTS: dict[Any, Callable[[Any], bool]] = {
 }
 
 
-class KnobError(TypeError):
-    """A knob name a method does not have, or a value of the wrong type."""
+class KnobError(TypeError, ValueError):
+    """A knob name a method does not have, or a value of the wrong type: a TypeError, and also a ValueError
+    like every range check in the methods' ``__post_init__``, so one ``except ValueError`` catches any bad knob."""
 
 
 @functools.cache
