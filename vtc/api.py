@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any, Iterator
 
 from torch import nn
@@ -10,9 +11,9 @@ from .budget import Budget, Scope
 from .engine import Engine
 from .method import Method
 from .pipeline import Pipeline, as_pipeline
+from .spec import trained_dir
 
 ENGINE_ATTR = "_vtc_engine"
-TRAINED_PREFIX = "trained:"
 
 
 def wrap(
@@ -32,14 +33,15 @@ def wrap(
     that has none of its own; extra keyword arguments set knobs of a single named method.
     Wrapping an already wrapped model replaces the previous compression.
     """
+    budget = Budget(retain, tokens, scope)  # a bad budget fails before any hook or adapter is touched
     unwrap(model)
     adapter = _adapter_for(model)
-    remove_adapter = None
-    if isinstance(method, str) and method.startswith(TRAINED_PREFIX):
-        path = method[len(TRAINED_PREFIX):]
+    remove_adapter, spec = None, method
+    path = trained_dir(method) if isinstance(method, str) else None
+    if path is not None:
         method, remove_adapter = _attach_trained(model, path, method_kwargs)
     try:
-        engine = Engine(model, adapter, as_pipeline(method, **method_kwargs), Budget(retain, tokens, scope))
+        engine = Engine(model, adapter, as_pipeline(method, **method_kwargs), budget)
     except Exception:
         if remove_adapter is not None:
             remove_adapter()
@@ -47,13 +49,13 @@ def wrap(
     if remove_adapter is not None:
         engine.on_remove(remove_adapter)
         # Removing this engine unloads the LoRA layers, so a scope that removed it must wrap anew.
-        engine.rewrap = lambda: wrap(model, TRAINED_PREFIX + path, retain=retain, tokens=tokens, scope=scope)
+        engine.rewrap = lambda: wrap(model, spec, retain=retain, tokens=tokens, scope=scope)
     engine.install()
     setattr(model, ENGINE_ATTR, engine)
     return model
 
 
-def _attach_trained(model: nn.Module, path: str, method_kwargs: dict[str, Any]):
+def _attach_trained(model: nn.Module, path: Path, method_kwargs: dict[str, Any]):
     """``"trained:PATH"``: the LoRA adapter goes into the model (removed again by ``unwrap``) and the
     compressor saved beside it becomes the method."""
     if method_kwargs:

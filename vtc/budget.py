@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +24,11 @@ class Budget:
     scope: Scope = "video"
 
     def __post_init__(self) -> None:
+        # bool is an int in Python: retain=True must not read as 1.0, nor tokens=True as 1.
+        if self.retain is not None and (isinstance(self.retain, bool) or not isinstance(self.retain, numbers.Real)):
+            raise TypeError(f"retain must be a number (a fraction in (0, 1]), got {self.retain!r}")
+        if self.tokens is not None and (isinstance(self.tokens, bool) or not isinstance(self.tokens, numbers.Integral)):
+            raise TypeError(f"tokens must be an integer count, got {self.tokens!r}")
         if self.retain is not None and self.tokens is not None:
             raise ValueError("Budget takes either retain= (a fraction) or tokens= (a count), not both")
         if self.retain is not None and not 0.0 < self.retain <= 1.0:

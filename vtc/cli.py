@@ -1,4 +1,8 @@
-"""The ``vtc`` command: run, list (and the subcommands other modules register, e.g. synth)."""
+"""The ``vtc`` command: run, list (and the subcommands other modules register, e.g. synth).
+
+Parsers come from torch-free modules and handlers import what they need, so ``--help``, ``--version``,
+``list`` and argument errors start in a fraction of a second; every argument is checked before a
+model is loaded or a video decoded."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
+from .checks import ATTENTION, DTYPES
 from .viz.cli import register_cli as register_viz
 
 
@@ -18,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run(commands)
     listing = commands.add_parser("list", help="registered methods and supported model families")
-    listing.add_argument("--markdown", action="store_true", help="print the README's support tables")
+    listing.add_argument("--markdown", action="store_true",
+                         help="print the README's support tables (generated from the live registry: loads torch)")
     listing.set_defaults(handler=_list)
     _add_optional_commands(commands)
     _add_bench(commands)
@@ -43,8 +49,8 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--max-new-tokens", type=int, default=16)
     run.add_argument("--compare", action="store_true", help="also time the uncompressed prefill and report the speed-up")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    run.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
-    run.add_argument("--attn", default=None, help="attention implementation: sdpa, flash_attention_2, eager")
+    run.add_argument("--dtype", default="auto", choices=DTYPES, help="model dtype (default auto: the checkpoint's)")
+    run.add_argument("--attn", default=None, choices=ATTENTION, help="attention implementation (default: transformers')")
     run.add_argument("--json", type=Path, help="write the answer and vtc_stats as JSON here")
     run.set_defaults(handler=_run)
 
@@ -67,13 +73,39 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     register_cli(commands)
 
 
+def _check_run(args: argparse.Namespace) -> Path:
+    """Every ``vtc run`` argument, torch-free ones first; returns the checkpoint directory."""
+    from .checks import (at_least, check_attn, check_device, check_method_syntax, check_output_file, check_video,
+                         model_path, positive)
+
+    check_video(args.video)
+    path = model_path(args.model)
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    at_least("--max-new-tokens", args.max_new_tokens, 1)
+    if args.num_frames is not None:
+        at_least("--num-frames", args.num_frames, 1)
+    if args.fps is not None:
+        positive("--fps", args.fps)
+    check_attn(args.attn)
+    if args.no_compression and (args.retain is not None or args.tokens is not None):
+        raise ValueError("--retain/--tokens set a compression budget; drop them or --no-compression")
+    budget = check_method_syntax(None if args.no_compression else args.method, args.retain, args.tokens)
+    check_device(args.device)
+    if not args.no_compression:
+        from .pipeline import check_method
+
+        check_method(args.method, budget)
+    return path
+
+
 def _run(args: argparse.Namespace) -> int:
+    model_path = _check_run(args)
     import vtc
 
-    from .runner import build_inputs, default_model_path, default_sampling, generate_answers, load_model, time_prefill
+    from .runner import build_inputs, default_sampling, generate_answers, load_model, time_prefill
     from .video import damage_note, load_video
 
-    model_path = args.model or default_model_path()
     model, processor = load_model(model_path, device=args.device, dtype=args.dtype, attn_implementation=args.attn)
     num_frames, fps = (args.num_frames, args.fps) if args.num_frames or args.fps else default_sampling(processor)
     video = load_video(args.video, num_frames=num_frames, fps=fps, progress=True)
@@ -123,19 +155,22 @@ def _source_frames(indices: Sequence[int], selected: list[int]) -> list[int]:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .support import markdown_tables, method_rows
-
+    """Methods and families from the stored catalogue (no torch); ``--markdown`` reads the live registry."""
     if args.markdown:
+        from .support import markdown_tables
+
         print(markdown_tables())
         return 0
-    import vtc
+    from .catalogue import load
 
+    catalogue = load()
     print("methods:")
-    for name, stage, summary in method_rows():
-        print(f"  {name:<10} {stage:<8} {summary}")
+    for name, stage, summary in catalogue["methods"]:
+        print(f"  {name:<14} {stage:<8} {summary}")
     print("model families (config.model_type):")
-    for model_type in vtc.supported_model_types():
+    for model_type in catalogue["model_types"]:
         print(f"  {model_type}")
+    print(f"trained compressors (`vtc train --method`, then --method trained:DIR): {', '.join(catalogue['trained'])}")
     return 0
 
 
@@ -145,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (FileNotFoundError, ValueError, KeyError) as err:
-        print(f"vtc: error: {err}", file=sys.stderr)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err  # str(KeyError) adds quotes
+        print(f"vtc: error: {message}", file=sys.stderr)
         return 2
 
 

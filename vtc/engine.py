@@ -84,6 +84,7 @@ class Engine:
             raise NotImplementedError(
                 f"methods {unsupported} act at a stage this version of vtc cannot hook yet (select, prefill and layer only)"
             )
+        pipeline.resolve_budgets(budget)  # a step left without a budget fails here, not at the first forward
         self.select = select_stage(self, pipeline.of_stage("select"))
         self.num_layers = len(adapter.decoder_layers())
         for step in self.layer_steps:

@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from .budget import Budget
+from .knobs import KnobError
 from .method import Method
 from .registry import get
+from .spec import StepSpec, parse_spec, trained_dir
 
 _STAGE_ORDER = {"select": 0, "vision": 1, "prefill": 2, "layer": 3, "cache": 4}
-_STEP_RE = re.compile(
-    r"^(?P<name>[A-Za-z_][\w-]*)(?:\((?P<args>[^)]*)\))?(?:@(?P<layer>\d+))?(?::(?P<budget>[\d.]+))?$"
-)
 
 
 @dataclass
@@ -50,10 +48,14 @@ class Pipeline:
 
     @classmethod
     def parse(cls, spec: str) -> "Pipeline":
-        steps = [_parse_step(part.strip()) for part in spec.split(">") if part.strip()]
-        if not steps:
-            raise ValueError(f"empty method spec {spec!r}")
-        return cls(*steps)
+        """Build the pipeline a spec names (grammar: :mod:`vtc.spec`); ``trained:DIR`` goes through ``vtc.wrap``."""
+        if trained_dir(spec) is not None:
+            raise ValueError(f"{spec!r} is a trained compressor: pass it to vtc.wrap, which also loads its LoRA adapter")
+        return cls(*(_build_step(step) for step in parse_spec(spec)))
+
+    def resolve_budgets(self, budget: Budget) -> list[Budget]:
+        """The budget each step runs with (its own, else ``budget``); refuses steps that would get none."""
+        return [s.method.resolve_budget(s.budget or budget) for s in self.steps]
 
     def of_stage(self, stage: str) -> list[Step]:
         return [s for s in self.steps if s.method.stage == stage]
@@ -85,53 +87,28 @@ def as_pipeline(method: "str | Method | Pipeline", **method_kwargs: Any) -> Pipe
     return pipeline
 
 
-def _parse_step(text: str) -> Step:
-    match = _STEP_RE.match(text)
-    if not match:
-        raise ValueError(f"cannot parse method step {text!r}; expected name[(knob=value,...)][@layer][:budget]")
-    cls = get(match["name"])
-    kwargs = _parse_kwargs(match["args"] or "")
-    if match["layer"] is not None:
-        if cls.stage != "layer":
-            raise ValueError(f"{match['name']!r} is a {cls.stage}-stage method; '@layer' applies to layer methods only")
-        kwargs["layer"] = int(match["layer"])
+def _build_step(spec: StepSpec) -> Step:
+    """A registered method from a parsed step; bad knob names or types become a ValueError naming them."""
+    cls = get(spec.name)
+    if "layer" in spec.knobs and cls.stage != "layer":
+        raise ValueError(f"{spec.name!r} is a {cls.stage}-stage method; '@layer' applies to layer methods only")
     try:
-        method = cls(**kwargs)
+        method = cls(**spec.knobs)
+    except KnobError as err:  # already names the method, the knob and the type it expects
+        raise ValueError(str(err)) from None
     except TypeError as err:
-        raise ValueError(f"bad knobs for {match['name']!r}: {err}") from None
-    return Step(method, _parse_budget(match["budget"]))
+        raise ValueError(f"bad knobs for {spec.name!r}: {err}") from None
+    return Step(method, spec.budget)
 
 
-def _parse_budget(text: str | None) -> Budget | None:
-    if text is None:
-        return None
-    value = float(text)
-    if value <= 1.0:
-        return Budget(retain=value)
-    if value != int(value):
-        raise ValueError(f"a token budget must be an integer, got {text}")
-    return Budget(tokens=int(value))
+def check_method(method: str, budget: Budget) -> None:
+    """What ``vtc.wrap`` would refuse about a method string and budget, found without a model: unknown
+    names, stage order, knob names and types, a step left without a budget, or a trained directory's files.
+    The CLI calls it before it loads a model or decodes a video."""
+    path = trained_dir(method)
+    if path is None:
+        Pipeline.parse(method).resolve_budgets(budget)
+        return
+    from .trained.store import read_record
 
-
-def _parse_kwargs(text: str) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        if "=" not in item:
-            raise ValueError(f"method knob {item!r} must be written key=value")
-        key, raw = (s.strip() for s in item.split("=", 1))
-        kwargs[key] = _parse_value(raw)
-    return kwargs
-
-
-def _parse_value(raw: str) -> Any:
-    lowered = raw.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for convert in (int, float):
-        try:
-            return convert(raw)
-        except ValueError:
-            pass
-    return raw
+    read_record(path)

@@ -1,8 +1,10 @@
 """Name -> method class registry, so methods are used by name everywhere (API, CLI, lmms-eval)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, TypeVar
 
+from .knobs import checked_init
 from .method import Method
 
 _REGISTRY: dict[str, type[Method]] = {}
@@ -10,12 +12,14 @@ M = TypeVar("M", bound=type[Method])
 
 
 def register(name: str) -> Callable[[M], M]:
-    """Class decorator: make a method available as ``name``."""
+    """Class decorator: make a method available as ``name``; a dataclass method checks its knob types when built."""
 
     def decorate(cls: M) -> M:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"a method named {name!r} is already registered ({_REGISTRY[name].__name__})")
         cls.name = name
+        if dataclasses.is_dataclass(cls):
+            cls.__init__ = checked_init(cls)
         _REGISTRY[name] = cls
         return cls
 

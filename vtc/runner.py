@@ -8,35 +8,19 @@ from typing import Any
 
 import torch
 
+from .checks import (
+    check_attn,
+    check_device,
+    check_dtype,
+    default_model_path,  # noqa: F401  (callers import it from here, beside load_model)
+    resolve_local,
+)
 from .video import DecodedVideo
 
-REFERENCE_MODEL = Path(__file__).resolve().parent / "assets" / "reference-model"
 # Used when a processor ships without a chat template: the Qwen VL chat format.
 QWEN_PROMPT = (
     "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>{question}<|im_end|>\n<|im_start|>assistant\n"
 )
-
-
-def default_model_path() -> Path:
-    """The reference model shipped inside the package (trained on vtc's synthetic benchmark)."""
-    if not (REFERENCE_MODEL / "config.json").is_file():
-        raise FileNotFoundError(
-            f"the shipped reference model is missing from {REFERENCE_MODEL}; pass --model PATH to a local checkpoint"
-        )
-    return REFERENCE_MODEL
-
-
-def resolve_local(path: str | Path) -> Path:
-    """A local checkpoint directory, or an error that says why a hub id cannot work here."""
-    local = Path(path).expanduser()
-    if local.is_dir() and (local / "config.json").is_file():
-        return local
-    if local.exists():
-        raise FileNotFoundError(f"{local} is not a transformers checkpoint (no config.json inside)")
-    raise FileNotFoundError(
-        f"model {str(path)!r} is not a local directory. vtc runs offline and never downloads: "
-        "download the checkpoint elsewhere (e.g. `huggingface-cli download`) and pass its local path"
-    )
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -48,10 +32,15 @@ def pick_device(device: str | None) -> torch.device:
 def load_model(
     path: str | Path, device: str | None = "auto", dtype: str = "auto", attn_implementation: str | None = None
 ) -> tuple[Any, Any]:
-    """(model, processor) from a local checkpoint; bf16/fp16 and sdpa/flash-attention pass straight through."""
+    """(model, processor) from a local checkpoint; bf16/fp16 and sdpa/flash-attention pass straight through.
+
+    Every argument is checked before the checkpoint is read, so a typo costs no loading time."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     local = resolve_local(path)
+    check_device(device)
+    check_dtype(dtype)
+    check_attn(attn_implementation)
     kwargs: dict[str, Any] = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation

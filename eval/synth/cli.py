@@ -4,6 +4,8 @@ modules can add commands beside ``make`` (e.g. ``vtc synth eval``)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 from .vocab import QUESTION_TYPES
 
@@ -17,6 +19,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsers
     make.add_argument("--seed", type=int, required=True, help="dataset seed (same seed -> identical files)")
     make.add_argument("--count", type=int, required=True, help="number of items; types cycle")
     make.add_argument("--out", required=True, help="output directory")
+    make.add_argument("--overwrite", action="store_true",
+                      help="replace a dataset already in --out (its data.jsonl and videos are removed first)")
     make.add_argument("--num-frames", type=int, default=16, help="frames per video, even, >= 16 (default 16)")
     make.add_argument("--size", type=int, default=112, help="frame side in pixels, even, >= 68 (default 112)")
     make.add_argument("--fps", type=float, default=4.0, help="frame rate written to the mp4 (default 4)")
@@ -36,15 +40,15 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--retain", type=float, help="fraction of visual tokens to keep")
     budget.add_argument("--tokens", type=int, help="absolute number of visual tokens to keep")
     parser.add_argument("--num-frames", type=int, default=16, help="frames decoded per video (default 16)")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
 
 
 def _add_eval(commands: argparse._SubParsersAction) -> None:
     ev = commands.add_parser("eval", help="answer every item; accuracy by type, tokens, evidence kept")
     ev.add_argument("dir", help="dataset directory written by `vtc synth make`")
     _add_model_args(ev)
-    ev.add_argument("--limit", type=int, help="only the first N items")
-    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--limit", type=int, help="only the first N items (N >= 1)")
+    ev.add_argument("--batch-size", type=int, default=16, help="items per forward (default 16)")
     ev.add_argument("--json", required=True, help="where to write the results")
     ev.set_defaults(handler=_eval)
 
@@ -57,29 +61,58 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     demo.set_defaults(handler=_demo)
 
 
-def _load(args: argparse.Namespace):
-    import vtc
-    from vtc.runner import default_model_path, load_model
+def _check_model_args(args: argparse.Namespace) -> Path:
+    """Checkpoint, frames, budget, method and device, before any model is loaded; returns the checkpoint."""
+    from vtc.checks import at_least, check_device, check_method_syntax, model_path
 
-    model, processor = load_model(args.model or default_model_path(), device=args.device)
+    path = model_path(args.model)
+    at_least("--num-frames", args.num_frames, 1)
+    if args.method is None and (args.retain is not None or args.tokens is not None):
+        raise ValueError("--retain/--tokens need --method")
+    budget = check_method_syntax(args.method, args.retain, args.tokens)
+    check_device(args.device)
+    if args.method is not None:
+        from vtc.pipeline import check_method  # the registry: imports torch
+
+        check_method(args.method, budget)
+    return path
+
+
+def _load(args: argparse.Namespace, path: Path) -> tuple[Any, Any]:
+    import vtc
+    from vtc.runner import load_model
+
+    model, processor = load_model(path, device=args.device)
     if args.method:
         vtc.wrap(model, args.method, retain=args.retain, tokens=args.tokens)
-    elif args.retain is not None or args.tokens is not None:
-        raise ValueError("--retain/--tokens need --method")
     return model, processor
 
 
+def _check_eval(args: argparse.Namespace) -> tuple[Path, Path]:
+    """Dataset, batching and output file, then the model arguments; returns (checkpoint, output file)."""
+    from vtc.checks import at_least, check_output_file
+
+    from .dataset import load_dataset
+
+    if not load_dataset(args.dir):
+        raise ValueError(f"{args.dir} holds no items")
+    at_least("--batch-size", args.batch_size, 1)
+    if args.limit is not None:
+        at_least("--limit", args.limit, 1)
+    out = check_output_file(args.json, "--json")
+    return _check_model_args(args), out
+
+
 def _eval(args: argparse.Namespace) -> int:
+    path, out = _check_eval(args)
     import json
-    from pathlib import Path
 
     from .evaluate import evaluate
 
-    model, processor = _load(args)
+    model, processor = _load(args, path)
     result = evaluate(args.dir, model, processor, num_frames=args.num_frames, batch_size=args.batch_size,
                       limit=args.limit)
     result.update(method=args.method, retain=args.retain, tokens=args.tokens, model=str(args.model or "reference"))
-    out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: result[k] for k in ("overall", "by_type", "n", "tokens_in", "tokens_kept")}, indent=2))
@@ -87,17 +120,17 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .dataset import load_dataset
-    from .evaluate import answer_item
-    from .model import parse_answer, question_text
 
     items = load_dataset(args.dir)
     if not 0 <= args.index < len(items):
         raise ValueError(f"--index {args.index} is out of range: {args.dir} holds {len(items)} items")
     item = items[args.index]
-    model, processor = _load(args)
+    path = _check_model_args(args)
+    from .evaluate import answer_item
+    from .model import parse_answer, question_text
+
+    model, processor = _load(args, path)
     reply = answer_item(model, processor, Path(args.dir), item, num_frames=args.num_frames)
     print(f"video: {Path(args.dir) / item['video']}  ({item['type']} question)")
     print(question_text(item))
@@ -113,6 +146,6 @@ def _make(args: argparse.Namespace) -> int:
     from .dataset import make_dataset
 
     out = make_dataset(args.out, args.seed, args.count, num_frames=args.num_frames, size=args.size,
-                       fps=args.fps, types=args.types, progress=not args.quiet)
+                       fps=args.fps, types=args.types, progress=not args.quiet, overwrite=args.overwrite)
     print(f"wrote {args.count} items to {out / 'data.jsonl'}")
     return 0

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..checks import at_least, check_output_dir, positive
 from .render import render_frames
 from .scenes import BUILDERS, MIN_SIZE, SceneSpec
 from .video_io import write_mp4
@@ -56,6 +57,15 @@ def plan_items(seed: int, count: int, types: Sequence[str] | None = None) -> lis
     return plan
 
 
+def check_frames(num_frames: int, size: int) -> None:
+    """Frame count and side every scene can be rendered at."""
+    if num_frames < 16 or num_frames % 2:
+        raise ValueError(f"num_frames must be even and >= 16 (events are placed on frame pairs), got {num_frames!r}")
+    if size < MIN_SIZE or size % 2:
+        raise ValueError(f"size must be even (yuv420) and >= {MIN_SIZE} (a motion clip's path must fit in the frame), "
+                         f"got {size!r}")
+
+
 def render_item(
     seed: int,
     qtype: str,
@@ -71,10 +81,7 @@ def render_item(
     ``render_item(it["seed"], it["type"], answer=it["answer"], answer_text=it["answer_text"])``
     reproduces a dataset item exactly.
     """
-    if num_frames < 16 or num_frames % 2:
-        raise ValueError("num_frames must be even and >= 16 (events are placed on frame pairs)")
-    if size < MIN_SIZE or size % 2:
-        raise ValueError(f"size must be even (yuv420) and >= {MIN_SIZE} (a motion clip's path must fit in the frame)")
+    check_frames(num_frames, size)
     spec, letter, value = scene_spec(seed, qtype, answer, answer_text, num_frames, size)
     frames, evidence = render_frames(spec, num_frames, size)
     item = {
@@ -119,13 +126,29 @@ def make_dataset(
     fps: float = 4.0,
     types: Sequence[str] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``count`` items to ``out_dir/videos/NNNNNN.mp4`` and ``out_dir/data.jsonl``.
-    Same arguments give byte-identical files. Returns ``out_dir``."""
-    out = Path(out_dir)
+    Same arguments give byte-identical files. Returns ``out_dir``.
+
+    Every argument is checked before anything is written. A dataset already in ``out_dir`` is refused
+    unless ``overwrite``, which first removes its data.jsonl and videos (a smaller count would
+    otherwise leave stale videos beside the new data.jsonl)."""
+    at_least("count", count, 1)
+    check_frames(num_frames, size)
+    positive("fps", fps)
+    plan = plan_items(seed, count, types)
+    out = check_output_dir(out_dir, "output directory")
+    old = [out / "data.jsonl", *sorted((out / "videos").glob("*.mp4"))]
+    old = [path for path in old if path.is_file()]
+    if old and not overwrite:
+        raise ValueError(f"{out} already holds a dataset ({len(old)} files); choose another directory "
+                         "or pass --overwrite to replace it")
+    for path in old:
+        path.unlink()
     (out / "videos").mkdir(parents=True, exist_ok=True)
     lines = []
-    for i, p in enumerate(tqdm(plan_items(seed, count, types), desc="synth", disable=not progress)):
+    for i, p in enumerate(tqdm(plan, desc="synth", disable=not progress)):
         frames, item = render_item(
             p["seed"], p["type"], answer=p["answer"], answer_text=p["answer_text"], num_frames=num_frames, size=size
         )
@@ -149,6 +172,9 @@ def load_dataset(path: str | Path) -> list[dict[str, Any]]:
     """
     path = Path(path)
     jsonl = path / "data.jsonl" if path.is_dir() else path
+    if not jsonl.is_file():
+        raise FileNotFoundError(f"{path} is not a `vtc synth make` dataset (no data.jsonl)" if path.is_dir()
+                                else f"dataset {str(path)!r} does not exist")
     return [_item(jsonl, number, line) for number, line in enumerate(jsonl.read_text().splitlines(), 1) if line.strip()]
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..checks import at_least
 from .dataset import load_dataset
 from .model import parse_answer, question_text
 
@@ -50,6 +51,9 @@ def prepare(
     from ..runner import build_inputs
     from ..video import load_video
 
+    at_least("batch_size", batch_size, 1)
+    if limit is not None:
+        at_least("limit", limit, 1)  # a negative limit would silently drop items from the end
     data_dir = Path(data_dir)
     items = load_dataset(data_dir)[:limit]
     batches = []

@@ -132,11 +132,9 @@ class CenterCLIP(Method):
     def __post_init__(self) -> None:
         for knob in ("segment_frames", "iterations"):
             value = getattr(self, knob)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if value < 1:
                 raise ValueError(f"{knob} must be an int >= 1, got {value!r}")
-        if self.clusters is not None and (
-            not isinstance(self.clusters, int) or isinstance(self.clusters, bool) or self.clusters < 1
-        ):
+        if self.clusters is not None and self.clusters < 1:
             raise ValueError(f"clusters (medoids per segment) must be an int >= 1, got {self.clusters!r}")
         if not self.threshold >= 0.0:
             raise ValueError(f"threshold must be >= 0, got {self.threshold}")

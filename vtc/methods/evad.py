@@ -62,7 +62,7 @@ class EVAD(ScoreMethod):
     def __post_init__(self) -> None:
         if self.keep_rate is not None and not 0.0 < self.keep_rate <= 1.0:
             raise ValueError(f"keep_rate must be in (0, 1], got {self.keep_rate}")
-        if not isinstance(self.stages, int) or isinstance(self.stages, bool) or self.stages < 1:
+        if self.stages < 1:
             raise ValueError(f"stages must be an int >= 1, got {self.stages!r}")
 
 

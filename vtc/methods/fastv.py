@@ -36,7 +36,7 @@ class FastV(ScoreMethod):
     DEFAULT_RATIO = 0.5
 
     def __post_init__(self) -> None:
-        if not isinstance(self.layer, int) or self.layer < 1:
+        if self.layer < 1:
             raise ValueError(f"layer must be an int >= 1 (the attention of layer K-1 is needed), got {self.layer!r}")
         if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"ratio (fraction dropped) must be in [0, 1), got {self.ratio}")

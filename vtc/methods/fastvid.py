@@ -281,7 +281,7 @@ class FastVID(Method):
             raise ValueError(f"retention_ratio must be in (0, 1], got {self.retention_ratio}")
         for knob in ("dyseg_c", "dtm_p"):
             value = getattr(self, knob)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if value < 1:
                 raise ValueError(f"{knob} must be an int >= 1, got {value!r}")
         if not 0.0 <= self.stprune_d <= 1.0:
             raise ValueError(f"stprune_d (context share) must be in [0, 1], got {self.stprune_d}")

@@ -277,7 +277,7 @@ class HoliTom(Method):
             raise ValueError(f"d (contextual share of dynamic tokens) must be in [0, 1], got {self.d}")
         for knob in ("k", "max_window_size"):
             value = getattr(self, knob)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if value < 1:
                 raise ValueError(f"{knob} must be an int >= 1, got {value!r}")
 
 

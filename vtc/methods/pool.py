@@ -29,7 +29,7 @@ class SpatialPool(Method):
     budget_knob = ("size", "size=")
 
     def __post_init__(self) -> None:
-        if self.size is not None and (not isinstance(self.size, int) or self.size < 1):
+        if self.size is not None and self.size < 1:
             raise ValueError(f"size must be a positive int, got {self.size!r}")
 
 

@@ -239,7 +239,7 @@ class PruneVid(Method):
             raise ValueError(f"temporal_segment_ratio must be in (0, 1], got {self.temporal_segment_ratio}")
         if self.cluster_ratio is not None and not 0.0 < self.cluster_ratio <= 1.0:
             raise ValueError(f"cluster_ratio must be in (0, 1], got {self.cluster_ratio}")
-        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
+        if self.k < 1:
             raise ValueError(f"k must be an int >= 1, got {self.k!r}")
 
 

@@ -22,10 +22,6 @@ class RandomPrune(ScoreMethod):
     seed: int = 0
     stage = "prefill"
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.seed, int):
-            raise TypeError(f"seed must be an int, got {self.seed!r}")
-
     def score(self, tokens: VisualTokens) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed)
         return torch.rand(len(tokens), generator=generator).to(tokens.features.device)

@@ -11,9 +11,8 @@ would (with ``--schedule cosine``, resuming with more ``--steps`` stretches the 
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,46 +21,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import api
+from ..checks import check_output_dir
 from ..synth.evaluate import MERGED_CELL, TEMPORAL_PATCH, evidence_tokens
 from .checkpoint import TRAINER_STATE, load_optimizer, read_state, save_optimizer, write_state
+from .config import TrainConfig
 from .data import load_items, training_batch
 from .labels import compact_labels, next_token_loss
 from .store import ADAPTER_WEIGHTS, COMPRESSOR_WEIGHTS, base_fingerprint, build, lora_target_modules, save_compressor
 
 CHECKPOINT_DIR = "checkpoint"
-SCHEDULES = ("constant", "cosine")
-
-
-@dataclass
-class TrainConfig:
-    method: str = "scorer"
-    retain: float = 0.1
-    steps: int = 300
-    batch_size: int = 8
-    lr: float = 2e-3
-    lora_lr: float = 1e-3
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    evidence_weight: float = 1.0
-    seed: int = 0
-    save_every: int = 50
-    num_frames: int = 16
-    mixed_precision: str = "no"
-    schedule: str = "cosine"
-    annotate: bool = True  # scorer only: kept tokens carry a learned note of how their cell changes (LearnedScorer)
-
-    def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
-
-    def lr_scale(self, step: int) -> float:
-        """Factor on both learning rates at ``step``: 1 throughout ("constant"), or a half cosine from
-        1 down to 0.1 at the last step ("cosine", the usual way to end a fine-tune; the committed adapters
-        use it, but its effect alone was not measured). A function of the step, so resuming needs no
-        scheduler state."""
-        if self.schedule == "constant" or self.steps <= 1:
-            return 1.0
-        return 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(step, self.steps - 1) / (self.steps - 1)))
 
 
 class CompressorTrainer:
@@ -73,7 +41,7 @@ class CompressorTrainer:
         from peft import LoraConfig, get_peft_model
 
         self.cfg, self.processor, self.progress = cfg, processor, progress
-        self.out, self.data_dir = Path(out), Path(data_dir)
+        self.out, self.data_dir = check_output_dir(out, "output directory"), Path(data_dir)
         self.items = load_items(self.data_dir)
         if cfg.batch_size > len(self.items):
             raise ValueError(f"batch size {cfg.batch_size} exceeds the {len(self.items)} training items")
