@@ -236,10 +236,13 @@ def test_stats_record_frames_times_and_scene_starts() -> None:
 
 def test_processor_selection_reaches_the_stats_of_a_wrapped_model(flash_mp4: str) -> None:
     tm, processor = _processor("qwen2_5_vl", "scenes", tokens=64, scales=(1.0,))
+    attributes = set(vars(tm.model))
     inputs = processor([flash_mp4], ["What flashed?"])
+    assert set(vars(tm.model)) == attributes, "the record is kept beside the model, not on it"
     with vtc.compressed(tm.model, "dtd:0.5"), torch.no_grad():
         tm.model(**inputs)
         stats = tm.model.vtc_stats
+    assert set(vars(tm.model)) == attributes, "unwrap leaves the model as it was"
     assert stats.selected_frames == inputs.vtc_selection.selected_frames
     assert stats.selected_times == inputs.vtc_selection.selected_times
     assert stats.scenes == inputs.vtc_selection.scenes and len(stats.scenes[0]) > 1
@@ -384,3 +387,18 @@ def test_video_processor_on_fixed_resolution_families_refuses_scales_and_default
         vtc.VideoProcessor(tm.processor, "keyclips", retain=0.25, scales=(1.0, 0.5))
     with pytest.raises(NotImplementedError, match="pass scorer="):
         vtc.VideoProcessor(tm.processor, "query", retain=0.25, model=tm.model)([flash_mp4], ["What flashed?"])
+
+
+def test_fps_keeps_groups_at_real_times_inside_wrap() -> None:
+    """At 4 fps with 2 frames per group a group lasts 0.5 s, so 1 group per second keeps every other
+    group; deciding at the encoder on group indices (as if a group lasted 1 s) kept all of them."""
+    from transformers.video_utils import VideoMetadata
+
+    tm = tiny("qwen2_5_vl")
+    metadata = [VideoMetadata(total_num_frames=16, fps=4.0, frames_indices=list(range(16)))]
+    inputs = tm.inputs([video(16)], fps=4.0, video_metadata=metadata)
+    with vtc.compressed(tm.model, "fps(fps=1.0)"), torch.no_grad():
+        tm.model(**inputs)
+        stats = tm.model.vtc_stats
+    assert stats.selected_times[0] == pytest.approx([0.0, 1.0, 2.0, 3.0])
+    assert stats.selected_frames[0] == [0, 1, 4, 5, 8, 9, 12, 13]

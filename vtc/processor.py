@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -31,6 +32,13 @@ from .video import DecodedVideo, damage_note, logger
 DEFAULT_SCALES = (1.0, 0.75, 0.5, 0.375, 0.25)
 QWEN_PROCESSORS = ("Qwen2VL", "Qwen2_5_VL", "Qwen3VL")
 Scorer = Callable[[np.ndarray, int, str], tuple[torch.Tensor, torch.Tensor]]
+
+
+# The latest selection per model, kept beside the model (not on it: the model stays as the user built it,
+# and a model that is garbage-collected takes its entry with it).
+_PENDING_SELECTIONS: weakref.WeakKeyDictionary[Any, tuple[torch.Tensor, SelectionRecord]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass
@@ -227,7 +235,7 @@ class VideoProcessor:
             inputs["position_ids"] = positions_at_times(self.model, inputs, group_times)
         inputs.vtc_selection = record
         if self.model is not None:
-            self.model._vtc_processor_selection = (inputs["input_ids"].clone(), record)
+            _PENDING_SELECTIONS[self.model] = (inputs["input_ids"].clone(), record)
         return inputs
 
     def _score(self, thumbs: np.ndarray, question: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,7 +261,7 @@ def processor_selection(model: Any, captured: dict[str, Any]) -> SelectionRecord
     Lets a wrapped model report source frame indices in ``vtc_stats`` for inputs the processor
     path selected; matched on ``input_ids`` so inputs built another way never inherit it.
     """
-    pending = getattr(model, "_vtc_processor_selection", None)
+    pending = _PENDING_SELECTIONS.get(model)
     ids = captured.get("input_ids")
     if pending is None or ids is None or pending[0].shape != ids.shape or not torch.equal(pending[0], ids.detach().cpu()):
         return None

@@ -84,8 +84,9 @@ class Selector(Method):
     """
 
     stage = "select"
-    # "query": needs pooled features and a question embedding, so inside ``vtc.wrap`` it decides
-    # after the encoder (no encoder saving); pixel-only selectors decide before it.
+    # "query": needs pooled features and a question embedding; "times": needs the frame groups' real
+    # times. Either way, inside ``vtc.wrap`` it decides after the encoder (no encoder saving);
+    # pixel-only selectors decide before it.
     needs: ClassVar[frozenset[str]] = frozenset()
 
     def plan(self, frames: Frames, budget: Budget, cost: UnitCost) -> Plan:

@@ -23,6 +23,8 @@ class FpsFrames(Selector):
     fps: float | None = None
     budget_knob = ("fps", "fps= (frame groups per second)")
     whole_video_only = "chooses whole frames"
+    # Inside vtc.wrap the groups' real times are known at the prefill hook, not at the encoder.
+    needs = frozenset({"times"})
 
     def __post_init__(self) -> None:
         if self.fps is not None and not self.fps > 0:
