@@ -7,6 +7,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..tokens import grid_coords
+
 
 @dataclass
 class VisualLayout:
@@ -19,6 +21,21 @@ class VisualLayout:
     grid: tuple[int, int, int]  # (T, H, W) summed over the sample's videos along T
     notes: list[str] = field(default_factory=list)  # for the stats, e.g. tokens a built-in step already removed
 
+    @classmethod
+    def empty(cls, device: torch.device) -> "VisualLayout":
+        """A sample without visual tokens."""
+        rows = torch.zeros(0, dtype=torch.long, device=device)
+        return cls(rows, torch.zeros(0, 3, dtype=torch.long, device=device), rows, rows.float(), (0, 0, 0))
+
+    @classmethod
+    def of_grid(cls, rows: torch.Tensor, frames: int, height: int, width: int) -> "VisualLayout":
+        """``frames`` whole height x width grids at ``rows`` (t-major, raster; frames counted across the
+        sample's videos); times are frame indices."""
+        if frames == 0:
+            return cls.empty(rows.device)
+        coords = grid_coords(frames, height, width, rows.device)
+        return cls(rows, coords, coords[:, 0].clone(), coords[:, 0].float(), (frames, height, width))
+
 
 class FamilyAdapter:
     """Per-family surgery points. Subclasses fill the class attributes and override what differs."""
@@ -28,6 +45,7 @@ class FamilyAdapter:
     rope: str = "1d"  # "1d" or "mrope"
     language_model_path: str = "model.language_model"
     base_model_path: str = "model"
+    # False refuses layer-stage methods (FastV, ...) for the family, e.g. where its decoder layers cannot be hooked.
     supports_layer_stage: bool = True
     # The base-model method that encodes a prompt's video frames (its arguments are recorded for layouts).
     video_encoder: str = "get_video_features"
@@ -94,6 +112,18 @@ class FamilyAdapter:
     def frame_grid(self) -> tuple[int, int]:
         """(H, W) tokens of one frame as they enter the language model."""
         raise NotImplementedError
+
+    # -- select stage at the encoder (``select_stage = "encoder"`` only) ----------------------
+    def select_thumbnails(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
+        """Per video, [U, sub, C, h, w] intensities in [0, 1] of each frame group (U groups of ``sub`` frames),
+        read from the arguments of ``video_encoder``: what a pixel-only selector scores before the tower runs."""
+        raise NotImplementedError(f"the {self.family} adapter does not select frames at the encoder")
+
+    def encode_selected(self, encode: Callable[..., Any], kept: list[torch.Tensor], args: tuple, kwargs: dict) -> Any:
+        """``encode`` (the original ``video_encoder``) run on each video's ``kept`` frame groups only, returned
+        in the shape the model expects for every group (zero features for the others, whose rows the prefill
+        hook then drops)."""
+        raise NotImplementedError(f"the {self.family} adapter does not select frames at the encoder")
 
     # -- extra model inputs that follow the visual rows ------------------------------------
     def compact_lm_kwargs(

@@ -42,7 +42,7 @@ class FrameGridAdapter(FamilyAdapter):
         counts = visual_mask.sum(dim=1).tolist()
         device = visual_mask.device
         if not any(counts):
-            return [empty_layout(device) for _ in counts]
+            return [VisualLayout.empty(device) for _ in counts]
         videos = captured.get("pixel_values_videos")
         if videos is None or videos.ndim != 5:
             raise ValueError(
@@ -66,7 +66,7 @@ class FrameGridAdapter(FamilyAdapter):
             placeholders = visual_mask[sample].nonzero().flatten()
             starts = torch.arange(num_videos, device=device) * per_video
             rows = placeholders[(starts[:, None] + offsets[None]).flatten()]
-            layouts.append(grid_layout(rows, num_videos * frames, height, width))
+            layouts.append(VisualLayout.of_grid(rows, num_videos * frames, height, width))
             seen += num_videos
         if seen != videos.shape[0]:
             raise ValueError(f"pixel_values_videos holds {videos.shape[0]} videos but the prompts hold {seen}")
@@ -77,19 +77,3 @@ class FrameGridAdapter(FamilyAdapter):
         per_frame = self.frame_prefix_rows + height * width
         frame_starts = torch.arange(frames, device=device) * per_frame + self.frame_prefix_rows
         return (frame_starts[:, None] + torch.arange(height * width, device=device)[None]).flatten()
-
-
-def grid_layout(rows: torch.Tensor, frames: int, height: int, width: int) -> VisualLayout:
-    """Layout of ``frames`` consecutive H x W grids (t-major, raster), frames counted across videos."""
-    device = rows.device
-    tt, hh, ww = torch.meshgrid(
-        torch.arange(frames, device=device), torch.arange(height, device=device), torch.arange(width, device=device),
-        indexing="ij",
-    )
-    coords = torch.stack([tt.flatten(), hh.flatten(), ww.flatten()], dim=1)
-    return VisualLayout(rows, coords, coords[:, 0].clone(), coords[:, 0].float(), (frames, height, width))
-
-
-def empty_layout(device: torch.device) -> VisualLayout:
-    empty = torch.zeros(0, dtype=torch.long, device=device)
-    return VisualLayout(empty, torch.zeros(0, 3, dtype=torch.long, device=device), empty, empty.float(), (0, 0, 0))

@@ -56,7 +56,7 @@ class ImageFramesAdapter(FamilyAdapter):
                     f"sample {sample}: image-token runs are announced by different tokens {sorted(announcers)}: "
                     "the prompt holds the tiles of a split image, not frames; pass images unsplit or leave them out"
                 )
-            layouts.append(frame_layout(rows, len(runs), height, width))
+            layouts.append(VisualLayout.of_grid(rows, len(runs), height, width))
         return layouts
 
 
@@ -67,16 +67,3 @@ def _runs(rows: torch.Tensor) -> list[torch.Tensor]:
     breaks = (rows[1:] != rows[:-1] + 1).nonzero().flatten() + 1
     sizes = torch.diff(torch.cat([breaks.new_zeros(1), breaks, breaks.new_tensor([rows.numel()])]))
     return list(torch.split(rows, sizes.tolist()))
-
-
-def frame_layout(rows: torch.Tensor, frames: int, height: int, width: int) -> VisualLayout:
-    """``frames`` full frames of height x width tokens, each in raster order; times are frame indices."""
-    device = rows.device
-    tt, hh, ww = torch.meshgrid(
-        torch.arange(frames, device=device), torch.arange(height, device=device), torch.arange(width, device=device),
-        indexing="ij",
-    )
-    coords = torch.stack([tt.flatten(), hh.flatten(), ww.flatten()], dim=1)
-    time = coords[:, 0].float()
-    grid = (frames, height, width) if frames else (0, 0, 0)
-    return VisualLayout(rows, coords, coords[:, 0].clone(), time, grid)

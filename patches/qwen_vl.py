@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..tokens import grid_coords
 from .base import FamilyAdapter, VisualLayout
 from .qwen_vision import record_last_block_saliency
 
@@ -48,7 +49,7 @@ class QwenVLAdapter(FamilyAdapter):
         if grids is None:
             if any(counts):
                 raise ValueError("the prompt has video tokens but no video_grid_thw was passed to the model")
-            return [_empty_layout(visual_mask.device) for _ in counts]
+            return [VisualLayout.empty(visual_mask.device) for _ in counts]
         grids = grids.tolist()
         seconds = captured.get("second_per_grid_ts")
         seconds = (
@@ -185,21 +186,15 @@ class Qwen3VLAdapter(QwenVLAdapter):
         return [remove]
 
 
-def _empty_layout(device: torch.device) -> VisualLayout:
-    empty = torch.zeros(0, dtype=torch.long, device=device)
-    return VisualLayout(empty, torch.zeros(0, 3, dtype=torch.long, device=device), empty, empty.float(), (0, 0, 0))
-
-
 def _grid_layout(rows: torch.Tensor, parts: list[tuple[int, int, int, float]]) -> VisualLayout:
     """Coordinates of videos laid out t-major, h, w; later videos continue the frame count, times restart."""
-    device = rows.device
+    if not parts:  # a prompt without video in a batch with videos
+        return VisualLayout.empty(rows.device)
     coords, times, frame_offset = [], [], 0
     for t, h, w, seconds in parts:
-        tt, hh, ww = torch.meshgrid(
-            torch.arange(t, device=device), torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"
-        )
-        coords.append(torch.stack([tt.flatten() + frame_offset, hh.flatten(), ww.flatten()], dim=1))
-        times.append(tt.flatten().float() * seconds)
+        video = grid_coords(t, h, w, rows.device, first_frame=frame_offset)
+        coords.append(video)
+        times.append((video[:, 0] - frame_offset).float() * seconds)
         frame_offset += t
     coords_t = torch.cat(coords)
     height = max(p[1] for p in parts)

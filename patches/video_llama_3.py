@@ -133,8 +133,7 @@ def _masked_grid_layout(
         frame_offset += t
         full += t * h * w
     if not parts:
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        return VisualLayout(empty, torch.zeros(0, 3, dtype=torch.long, device=device), empty, empty.float(), (0, 0, 0))
+        return VisualLayout.empty(device)
     coords_t = torch.cat(coords)
     notes = []
     if full > rows.numel():

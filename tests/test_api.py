@@ -66,6 +66,18 @@ def test_a_wrap_that_fails_half_way_leaves_no_hook_behind(monkeypatch, failing: 
         assert torch.equal(model(**inputs).logits, reference)
 
 
+def test_a_family_without_the_layer_stage_refuses_layer_methods(monkeypatch) -> None:
+    from vtc.patches import adapter_for
+
+    model = tiny("qwen2_5_vl").model
+    monkeypatch.setattr(type(adapter_for(model)), "supports_layer_stage", False)
+    with pytest.raises(NotImplementedError, match="does not support layer-stage methods \\(fastv\\)"):
+        vtc.wrap(model, "dtd:0.5>fastv@2:0.5")
+    assert not vtc.is_wrapped(model)
+    vtc.wrap(model, "dtd", retain=0.5)  # prefill methods still work
+    vtc.unwrap(model)
+
+
 def test_wrapping_twice_replaces_the_first_compression() -> None:
     tm = tiny("qwen2_5_vl")
     inputs = tm.inputs([video(8)])
@@ -206,3 +218,15 @@ def test_grid_that_disagrees_with_the_prompt_raises() -> None:
     visual = inputs["input_ids"] == tm.model.config.video_token_id
     with pytest.raises(ValueError, match="disagree|describe"):
         adapter_for(tm.model).layouts(captured, visual)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_a_prompt_without_video_beside_one_with_video(family: str) -> None:
+    """The Qwen layouts give a text-only prompt in a video batch an empty layout (it crashed on torch.cat)."""
+    tm = tiny(family)
+    inputs = tm.inputs([[video(8)], []], ["What happens?", "Say hi"])
+    with torch.no_grad():
+        reference = tm.model(**inputs).logits
+        with vtc.compressed(tm.model, "random", retain=1.0):
+            assert torch.equal(tm.model(**inputs).logits, reference)
+            assert tm.model.vtc_stats.visual_tokens[1] == 0

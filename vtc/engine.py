@@ -85,6 +85,11 @@ class Engine:
                 f"methods {unsupported} act at a stage this version of vtc cannot hook yet (select, prefill and layer only)"
             )
         pipeline.resolve_budgets(budget)  # a step left without a budget fails here, not at the first forward
+        if self.layer_steps and not adapter.supports_layer_stage:
+            raise NotImplementedError(
+                f"the {adapter.family} adapter does not support layer-stage methods "
+                f"({', '.join(s.method.name for s in self.layer_steps)}); use prefill-stage methods"
+            )
         self.select = select_stage(self, pipeline.of_stage("select"))
         self.num_layers = len(adapter.decoder_layers())
         for step in self.layer_steps:

@@ -6,6 +6,16 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 
 
+def grid_coords(frames: int, height: int, width: int, device: torch.device, first_frame: int = 0) -> torch.Tensor:
+    """[frames * height * width, 3] (t, h, w) of whole grids laid out t-major, then h, then w (the order every
+    supported family uses), t counted from ``first_frame``."""
+    tt, hh, ww = torch.meshgrid(
+        torch.arange(first_frame, first_frame + frames, device=device), torch.arange(height, device=device),
+        torch.arange(width, device=device), indexing="ij",
+    )
+    return torch.stack([tt.flatten(), hh.flatten(), ww.flatten()], dim=1)
+
+
 @dataclass
 class VisualTokens:
     """One sample's visual tokens at the point a method acts.
@@ -44,10 +54,7 @@ class VisualTokens:
         if features.shape[0] != t * h * w:
             raise ValueError(f"{features.shape[0]} features do not fill a {t}x{h}x{w} grid")
         device = features.device
-        tt, hh, ww = torch.meshgrid(
-            torch.arange(t, device=device), torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"
-        )
-        coords = torch.stack([tt.flatten(), hh.flatten(), ww.flatten()], dim=1)
+        coords = grid_coords(t, h, w, device)
         rows = torch.arange(features.shape[0], device=device)
         return cls(features=features, coords=coords, frame=coords[:, 0].clone(),
                    time=coords[:, 0].float() * seconds_per_frame, index=rows, grid=(t, h, w), source=rows.clone())
