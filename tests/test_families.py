@@ -90,8 +90,8 @@ class _SaliencyProbe(ScoreMethod):
     seen: list = field(default_factory=list)
 
     def score(self, tokens):
-        self.seen.append(tokens.extras["vision_saliency"])
-        return tokens.extras["vision_saliency"]
+        self.seen.append(tokens.vision_saliency)
+        return tokens.vision_saliency
 
 
 def test_video_llava_saliency_is_the_real_cls_attention_of_its_video_tower() -> None:

@@ -41,7 +41,7 @@ def test_fastvid_matches_official(case: str) -> None:
 
         # The registered method runs the same computation on VisualTokens, given the ViT saliency.
         tokens = VisualTokens.from_grid(embeds, grid)
-        tokens.extras["vision_saliency"] = attn
+        tokens.vision_saliency = attn
         selection = FastVID(**knobs).compress(tokens, Budget())
         assert torch.equal(selection.keep, tensors[f"{rid}.kept_idx"])
         assert torch.allclose(selection.features, expected, rtol=1e-4, atol=1e-5)

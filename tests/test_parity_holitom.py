@@ -47,7 +47,7 @@ def test_method_keeps_the_official_tokens_at_their_representative_rows(case: str
     t, n, _ = features.shape
     side = math.isqrt(n)
     tokens = VisualTokens.from_grid(features.reshape(t * n, -1), (t, side, side))
-    tokens.extras["vision_saliency"] = attn.flatten()
+    tokens.vision_saliency = attn.flatten()
     method = HoliTom(retain_ratio=params["RETAIN_RATIO"], tau=params["T_tau"], beta=params["BETA"], d=params["D"],
                      k=params["K"], max_window_size=params["MAX_WINDOW_SIZE"])
     selection = method.compress(tokens, Budget())

@@ -52,8 +52,8 @@ def eval_loss(tr: CompressorTrainer, inputs, labels) -> float:
 def random_tokens(n_frames: int = 8, side: int = 4, dim: int = 64, seed: int = 0) -> vtc.VisualTokens:
     generator = torch.Generator().manual_seed(seed)
     tokens = vtc.VisualTokens.from_grid(torch.randn(n_frames * side * side, dim, generator=generator), (n_frames, side, side))
-    tokens.extras["question"] = torch.randn(5, dim, generator=generator)
-    tokens.query = tokens.extras["question"].mean(0)
+    tokens.question = torch.randn(5, dim, generator=generator)
+    tokens.query = tokens.question.mean(0)
     return tokens
 
 

@@ -92,7 +92,7 @@ def test_wrapped_fastvid_selects_with_vit_saliency(family: str, monkeypatch: pyt
     grid = tuple(int(v) for v in inputs["video_grid_thw"][0])
     merge = tm.model.config.vision_config.spatial_merge_size
     tokens = VisualTokens.from_grid(features, (grid[0], grid[1] // merge, grid[2] // merge))
-    tokens.extras["vision_saliency"] = saliency[0]
+    tokens.vision_saliency = saliency[0]
     method = FastVID()
     expected = method.compress(tokens, method.resolve_budget(vtc.Budget(retain=0.25)))
     with vtc.compressed(tm.model, method, retain=0.25), torch.no_grad():

@@ -338,8 +338,8 @@ class Engine:
         ]
         if self._prefill_needs("query"):
             for b, tok in enumerate(tokens):
-                tok.extras["question"] = question_rows(embeds[b], visual[b], None if mask is None else mask[b])
-                tok.query = tok.extras["question"].mean(dim=0)
+                tok.question = question_rows(embeds[b], visual[b], None if mask is None else mask[b])
+                tok.query = tok.question.mean(dim=0)
         if self._prefill_needs("pixels"):
             pixels = self.adapter.pixels(captured, [len(t) for t in tokens])
             if pixels is None:
@@ -551,7 +551,7 @@ class Engine:
 def question_rows(embeds: torch.Tensor, visual: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Input embeddings [L, D] of one sample's text after its last visual row (the question and prompt tail).
 
-    Methods that declare ``needs={"query"}`` get these as ``extras["question"]`` and their mean as ``query``.
+    Methods that declare ``needs={"query"}`` get these as ``question`` and their mean as ``query``.
     """
     rows = torch.arange(visual.shape[0], device=visual.device)
     after = rows > int(rows[visual].max()) if bool(visual.any()) else torch.ones_like(visual)
@@ -580,7 +580,7 @@ def _attach_vision_saliency(tokens: list[VisualTokens], per_video: list[torch.Te
             f"the vision tower reported saliency for {flat.numel()} video tokens but the prompts hold {sum(full_sizes)}"
         )
     for tok, part in zip(tokens, parts):
-        tok.extras["vision_saliency"] = part
+        tok.vision_saliency = part[tok.source]
 
 
 def select_stage(engine: Engine, steps: list[Step]) -> Any:

@@ -33,6 +33,11 @@ class VisualTokens:
     query:    [D] optional text embedding of the question.
     pixels:   [N, tp, C, P] optional raw (de-normalised) pixels of each token's patch, per temporal sub-frame.
     source:   [N] index of each token among the sample's original visual tokens.
+    vision_saliency: [N] optional ViT attention saliency of each token (methods with needs={"vision_saliency"}).
+    question: [L, D] optional input embeddings of the text after the video (methods with needs={"query"});
+              one per sample, not per token, so ``subset`` leaves it as it is.
+
+    Every per-token field is narrowed by ``subset``, so a method never has to guess how one is indexed.
     """
 
     features: torch.Tensor
@@ -45,7 +50,8 @@ class VisualTokens:
     attn: torch.Tensor | None = None
     query: torch.Tensor | None = None
     pixels: torch.Tensor | None = None
-    extras: dict = field(default_factory=dict)
+    vision_saliency: torch.Tensor | None = None
+    question: torch.Tensor | None = None
 
     @classmethod
     def from_grid(cls, features: torch.Tensor, grid: tuple[int, int, int], seconds_per_frame: float = 1.0) -> "VisualTokens":
@@ -93,6 +99,7 @@ class VisualTokens:
             source=self.source[keep],
             attn=take(self.attn),
             pixels=take(self.pixels),
+            vision_saliency=take(self.vision_saliency),
         )
 
 

@@ -218,7 +218,7 @@ class FastVID(Method):
       those representative frames and anchors go to every p-th of them, counted from the end (at
       most N//2 per frame).
     * ATS: per frame, the top tokens by pseudo-[CLS] attention of the last ViT block
-      (:func:`ats_saliency`, read from ``tokens.extras["vision_saliency"]``).
+      (:func:`ats_saliency`, read from ``tokens.vision_saliency``).
     * DTM: density-peak (DPC-KNN, k=4) anchors among an anchor frame's non-salient tokens; every
       other non-salient token of the segment joins its most cosine-similar anchor, which becomes
       ``w*anchor + (1-w)*mean(members)``, w = max(1/(members+1), beta).
@@ -241,7 +241,7 @@ class FastVID(Method):
     Deviations from the official code:
 
     * ATS input: on Qwen models the engine hooks the vision tower's last block and hands each
-      token the pseudo-[CLS] saliency of :func:`vtc.saliency.ats_saliency` (``extras["vision_saliency"]``),
+      token the pseudo-[CLS] saliency of :func:`vtc.saliency.ats_saliency` (``tokens.vision_saliency``),
       as the official code computes it. Families whose vision tower vtc cannot read (or tokens
       given without it) fall back to the card's mean LLM-input token as pseudo-[CLS] query
       (softmax over each frame of mean_token . x / sqrt(D)); the fallback is recorded in the notes.

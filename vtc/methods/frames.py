@@ -46,10 +46,9 @@ def whole_frames(tokens: VisualTokens, method: str) -> torch.Tensor:
 
 def row_saliency(tokens: VisualTokens, rows: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
     """Per-token saliency [T, N]: the ViT saliency if a hook gave one, else ``tokens.attn``, else the fallback."""
-    for name, value in (("vision_saliency", tokens.extras.get("vision_saliency")), ("attn", tokens.attn)):
+    for name, value in (("vision_saliency", tokens.vision_saliency), ("attn", tokens.attn)):
         if value is not None:
             value = value.flatten().to(device=features.device, dtype=torch.float32)
-            value = value if value.numel() == len(tokens) else value[tokens.source]
             notes = [] if name == "vision_saliency" else ["saliency: no ViT attention given, used tokens.attn"]
             return value[rows], notes
     return mean_token_saliency(features), [

@@ -13,7 +13,7 @@ from .base import init_linear
 class QuestionAttention(nn.Module):
     """Context [N, H] for N visual queries [N, H] from the question's input embeddings [L, D].
 
-    The question rows come from the prompt (``extras["question"]``, set by the engine for methods
+    The question rows come from the prompt (``tokens.question``, set by the engine for methods
     that need "query"): one softmax attention head, so a token can pick the question word that
     concerns it ("square", "red") rather than the mean of every word.
     """
@@ -26,7 +26,7 @@ class QuestionAttention(nn.Module):
         self.width = width
 
     def forward(self, queries: torch.Tensor, tokens: VisualTokens) -> torch.Tensor:
-        question = tokens.extras.get("question")
+        question = tokens.question
         if question is None:
             raise ValueError("a trained compressor needs the question rows; run it through vtc.wrap (needs='query')")
         text = self.norm(question.to(queries.device, queries.dtype))
