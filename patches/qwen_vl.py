@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..patching import patch_attribute
 from ..tokens import grid_coords
 from .base import FamilyAdapter, VisualLayout
 from .qwen_vision import record_last_block_saliency
@@ -178,12 +179,7 @@ class Qwen3VLAdapter(QwenVLAdapter):
                 masks, embeds = engine.follow_layer_cuts(masks, embeds)
             return original(hidden_states, masks, embeds)
 
-        lm._deepstack_process = types.MethodType(deepstack_process, lm)
-
-        def remove() -> None:
-            del lm._deepstack_process
-
-        return [remove]
+        return [patch_attribute(lm, "_deepstack_process", types.MethodType(deepstack_process, lm))]
 
 
 def _grid_layout(rows: torch.Tensor, parts: list[tuple[int, int, int, float]]) -> VisualLayout:

@@ -23,8 +23,9 @@ from transformers import DynamicCache
 
 from . import attention
 from .budget import Budget
+from .patching import patch_attribute
 from .pipeline import Pipeline, Step
-from .sequence import Compaction, new_rows, text_positions
+from .sequence import Compaction, new_rows, text_after_video, text_positions
 from .stats import CompressionStats, StageRecord, per_copy, sorted_list
 from .tokens import VisualTokens
 
@@ -140,24 +141,24 @@ class Engine:
         self._removers.insert(0, remover)
 
     def remove(self) -> None:
+        """Run every remover, newest first; one that fails does not keep the others from running."""
+        errors = []
         while self._removers:
-            self._removers.pop()()
+            try:
+                self._removers.pop()()
+            except Exception as err:  # noqa: BLE001 - collected and re-raised below
+                errors.append(err)
         self.state = None
+        if errors:
+            raise errors[0]
 
     def _install_layer_stage(self) -> None:
         config = self.adapter.text_config()
-        original = config._attn_implementation
-        config._attn_implementation_internal = attention.recording_name(original)
-
-        def restore() -> None:
-            config._attn_implementation_internal = original
-
-        self._removers.append(restore)
+        recording = attention.recording_name(config._attn_implementation)
+        self._removers.append(patch_attribute(config, "_attn_implementation_internal", recording))
         layers = self.adapter.decoder_layers()
         for step in self.layer_steps:
-            attn_module = layers[step.method.layer - 1].self_attn
-            attn_module._vtc_recorder = self._record
-            self._removers.append(lambda m=attn_module: delattr(m, "_vtc_recorder"))
+            self._removers.append(patch_attribute(layers[step.method.layer - 1].self_attn, "_vtc_recorder", self._record))
         first = min(s.method.layer for s in self.layer_steps)
         for idx in range(first, self.num_layers):
             hook = layers[idx].register_forward_pre_hook(self._layer_hook(idx), with_kwargs=True)
@@ -183,8 +184,7 @@ class Engine:
             finally:
                 self._encoding_video = False
 
-        setattr(base, name, functools.wraps(original)(encode_video))
-        return lambda: delattr(base, name)
+        return patch_attribute(base, name, functools.wraps(original)(encode_video))
 
     def _record_expansion(self, model: nn.Module) -> Callable[[], None]:
         """Remember how generate() copies each prompt (``num_beams``, ``num_return_sequences``).
@@ -210,8 +210,7 @@ class Engine:
             self._expansion = _Expansion(factor, tensors) if factor > 1 else None
             return original(*args, **kwargs)
 
-        model._expand_inputs_for_generation = functools.wraps(original)(expand_inputs)
-        return lambda: delattr(model, "_expand_inputs_for_generation")
+        return patch_attribute(model, "_expand_inputs_for_generation", functools.wraps(original)(expand_inputs))
 
     def _prefill_needs(self, what: str) -> bool:
         return any(what in step.method.needs for step in self.prefill_steps)
@@ -553,13 +552,10 @@ def question_rows(embeds: torch.Tensor, visual: torch.Tensor, mask: torch.Tensor
 
     Methods that declare ``needs={"query"}`` get these as ``question`` and their mean as ``query``.
     """
-    rows = torch.arange(visual.shape[0], device=visual.device)
-    after = rows > int(rows[visual].max()) if bool(visual.any()) else torch.ones_like(visual)
-    if mask is not None:
-        after &= mask.bool()
-    if not bool(after.any()):
+    text = text_after_video(embeds, visual, mask)
+    if not len(text):
         raise ValueError("this method needs the question, but no text follows the video in the prompt")
-    return embeds[after]
+    return text
 
 
 def _attach_vision_saliency(tokens: list[VisualTokens], per_video: list[torch.Tensor], full_sizes: list[int]) -> None:

@@ -120,3 +120,14 @@ def new_rows(compaction: Compaction, old_rows: torch.Tensor, sample: int) -> tor
     if bool((rows < 0).any()):
         raise RuntimeError("internal error: a kept visual row was dropped by the compaction")
     return rows
+
+
+def text_after_video(embeds: torch.Tensor, visual: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Input embeddings [L, D] of one sample's rows after its last visual row, padding left out (the question
+    and the prompt's tail); empty when the video ends the prompt. Callers decide what that means: methods
+    that need the question refuse, a selector plans without one."""
+    rows = torch.arange(visual.shape[0], device=visual.device)
+    after = rows > int(rows[visual].max()) if bool(visual.any()) else torch.ones_like(visual)
+    if mask is not None:
+        after &= mask.bool()
+    return embeds[after]

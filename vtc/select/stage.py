@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from ..budget import Budget
+from ..patching import patch_attribute
+from ..sequence import text_after_video
 from ..stats import CompressionStats, StageRecord, per_copy
 from ..tokens import VisualTokens
 from .base import Frames, Plan, Selector, UnitCost
@@ -68,8 +70,7 @@ class SelectStage:
             self.encode_ms = (time.perf_counter() - start) * 1000.0
             return adapter.encode_selected(original, [p.keep for p in plans], args, kwargs)
 
-        setattr(base, name, encode)
-        return lambda: base.__dict__.pop(name, None)
+        return patch_attribute(base, name, encode)
 
     def _plan(self, thumbs: torch.Tensor, tokens: VisualTokens | None, query: torch.Tensor | None = None) -> Plan:
         units, sub = thumbs.shape[0], thumbs.shape[1]
@@ -120,7 +121,7 @@ class SelectStage:
             if self.plans is not None:
                 plan = self.plans[video]
             else:
-                plan = self._plan(thumbs, tok, _question_embedding(embeds[b], visual[b], tok.index))
+                plan = self._plan(thumbs, tok, _question_embedding(embeds[b], visual[b]))
             keep = _kept_rows(tok, plan, thumbs.shape[0])
             out[b] = tok.subset(keep)
             sub = thumbs.shape[1]
@@ -167,11 +168,8 @@ def _kept_rows(tok: VisualTokens, plan: Plan, units: int) -> torch.Tensor:
     return torch.sort(torch.cat(parts)).values if parts else tok.frame.new_zeros(0)
 
 
-def _question_embedding(embeds: torch.Tensor, visual: torch.Tensor, video_rows: torch.Tensor) -> torch.Tensor | None:
-    """Mean input embedding of the text after the video (the question and the chat template's tail)."""
-    after = torch.zeros_like(visual)
-    after[int(video_rows.max()) + 1 :] = True
-    text = after & ~visual
-    if not bool(text.any()):
-        return None
-    return embeds[text].float().mean(dim=0)
+def _question_embedding(embeds: torch.Tensor, visual: torch.Tensor) -> torch.Tensor | None:
+    """Mean input embedding of the text after the video (the question and the chat template's tail); None
+    when the video ends the prompt (the selector then plans without a question)."""
+    text = text_after_video(embeds, visual)
+    return text.float().mean(dim=0) if len(text) else None
