@@ -14,9 +14,10 @@ Stage = Literal["select", "vision", "prefill", "layer", "cache"]
 class Method:
     """A compression method: a dataclass of validated knobs plus ``compress``.
 
-    Subclasses set ``name`` and ``stage`` and declare which optional inputs they need
-    (``needs`` is a subset of {"attn", "pixels", "query", "vision_saliency"}) so the engine can provide them
-    and refuse clearly when a family cannot. Layer-stage methods also have an int ``layer``.
+    Subclasses set ``name`` and ``stage`` and declare which optional inputs they need (``needs`` is a
+    subset of {"attn", "pixels", "query", "vision_saliency"}, selectors also "times") so the engine can
+    provide them and refuse clearly when a family cannot: a class attribute, or a property where a knob
+    decides (``dtd(mode=pixel)``, ``keyclips(relevance=query)``). Layer-stage methods also have an int ``layer``.
     """
 
     name: ClassVar[str] = ""

@@ -46,7 +46,10 @@ class KeyClips(Selector):
             raise ValueError(f"relevance must be 'query' or 'novelty', got {self.relevance!r}")
         if self.clip_length is not None and self.clip_length < 1:
             raise ValueError(f"clip_length must be >= 1 frame group, got {self.clip_length}")
-        self.needs = frozenset({"query"}) if self.relevance == "query" else frozenset()
+
+    @property
+    def needs(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset({"query"}) if self.relevance == "query" else frozenset()
 
     def relevance_scores(self, frames: Frames) -> torch.Tensor:
         if self.relevance == "query":
