@@ -13,7 +13,7 @@ from .base import Frames, Plan, Selector, UnitCost, affordable_units, token_budg
 @register("fps")
 @dataclass
 class FpsFrames(Selector):
-    """Before the encoder: keep the frame group nearest each tick of a fixed rate in real time.
+    """Before the encoder (inside wrap, at the LLM: real times): keep the group nearest each tick of a fixed rate.
 
     ``fps`` is the rate in frame groups per second (the knob every loader has; 1.0 when neither it
     nor a budget is given); with a budget instead, the rate is the one whose ticks fit the budget
