@@ -125,6 +125,13 @@ class FamilyAdapter:
         hook then drops)."""
         raise NotImplementedError(f"the {self.family} adapter does not select frames at the encoder")
 
+    # -- position ids ------------------------------------------------------------------------
+    def has_text_position_row(self, positions: torch.Tensor) -> bool:
+        """Whether ``positions`` lead with a row of plain text positions that the model reads only for masks
+        and flash-attention packing (Qwen's [4, B, L]: text, t, h, w). vtc recomputes that row from the
+        compacted padding mask and shifts it back by the dropped rows while decoding."""
+        return False
+
     # -- extra model inputs that follow the visual rows ------------------------------------
     def compact_lm_kwargs(
         self, kwargs: dict[str, Any], gather: torch.Tensor, valid: torch.Tensor, visual_keep: torch.Tensor

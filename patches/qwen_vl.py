@@ -35,6 +35,9 @@ class QwenVLAdapter(FamilyAdapter):
     pixel_mean = CLIP_MEAN
     pixel_std = CLIP_STD
 
+    def has_text_position_row(self, positions: torch.Tensor) -> bool:
+        return positions.ndim == 3 and positions.shape[0] == 4
+
     def visual_token_id(self) -> int:
         return int(self.config.video_token_id)
 

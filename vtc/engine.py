@@ -378,12 +378,13 @@ class Engine:
         batch, length = embeds.shape[:2]
         return torch.arange(length, device=embeds.device).expand(batch, length)
 
-    @staticmethod
-    def _compact_positions(positions: torch.Tensor, compaction: Compaction, new_mask: torch.Tensor) -> torch.Tensor:
+    def _compact_positions(
+        self, positions: torch.Tensor, compaction: Compaction, new_mask: torch.Tensor
+    ) -> torch.Tensor:
         if positions.ndim == 2:
             return compaction.rows(positions.expand(compaction.gather.shape[0], -1))
         out = compaction.rows(positions, seq_dim=2)
-        if out.shape[0] == 4:  # row 0 = text positions, used only for masks / flash-attention packing
+        if self.adapter.has_text_position_row(out):
             out = out.clone()
             out[0] = text_positions(new_mask)
         return out
@@ -439,7 +440,7 @@ class Engine:
         positions = kwargs.get("position_ids")
         if positions is None and self.adapter.rope == "1d":
             kwargs["position_ids"] = self._continued_positions(q_len, new_mask.device)
-        if positions is not None and positions.ndim == 3 and positions.shape[0] == 4:
+        if positions is not None and self.adapter.has_text_position_row(positions):
             positions = positions.clone()
             positions[0] -= state.n_dropped.to(positions.device)[:, None]
             kwargs["position_ids"] = positions
