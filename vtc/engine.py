@@ -326,7 +326,9 @@ class Engine:
         for b, lay in enumerate(layouts):
             visual[b, lay.rows] = True
         row_layouts = per_copy(layouts, copies)
-        stats = CompressionStats(visual_tokens=[int(lay.rows.numel()) for lay in row_layouts], num_layers=self.num_layers)
+        stats = CompressionStats(
+            visual_tokens=[int(lay.rows.numel()) for lay in row_layouts], num_layers=self.num_layers
+        )
         stats.notes += [f"sample {row}: {note}" for row, lay in enumerate(row_layouts) for note in lay.notes]
         tokens = [
             VisualTokens(
@@ -606,9 +608,7 @@ def _copy_processor_selection(model: nn.Module, captured: dict, stats: Compressi
 
     record = processor_selection(model, captured)
     if record is not None:
-        stats.selected_frames = per_copy(record.selected_frames, copies)
-        stats.selected_times = per_copy(record.selected_times, copies)
-        stats.scenes = per_copy(record.scenes, copies)
+        stats.record_selection(record.selected_frames, record.selected_times, record.scenes, copies)
 
 
 def _prefill_layer_mask(local: Compaction, mask: torch.Tensor | None, hidden: torch.Tensor, flash: bool):

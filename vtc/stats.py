@@ -33,8 +33,9 @@ class CompressionStats:
     compression. ``merged_into[i]`` (empty unless a prefill-stage method merged) gives, for each of
     sample i's original visual tokens, the original index of the kept token that carries its
     features into the LLM: itself when kept, -1 when dropped outright (methods that replace features
-    without a hard assignment, the trained resampler and VQ codebook, map only their kept tokens). ``flop_retention`` is the FLOP-equivalent retention: the mean over LLM layers of
-    the fraction of visual tokens each layer processes (the definition HoliTom/FlashVID report).
+    without a hard assignment, the trained resampler and VQ codebook, map only their kept tokens).
+    ``flop_retention`` is the FLOP-equivalent retention: the mean over LLM layers of the fraction
+    of visual tokens each layer processes (the definition HoliTom/FlashVID report).
     """
 
     visual_tokens: list[int] = field(default_factory=list)
@@ -49,6 +50,14 @@ class CompressionStats:
     selected_times: list[list[float]] = field(default_factory=list)
     scenes: list[list[int]] = field(default_factory=list)
     merged_into: list[list[int]] = field(default_factory=list)
+
+    def record_selection(
+        self, frames: list[list[int]], times: list[list[float]], scenes: list[list[int]], copies: int
+    ) -> None:
+        """The select stage's choice per sample, repeated for each of generate()'s ``copies`` of a sample."""
+        self.selected_frames = per_copy(frames, copies)
+        self.selected_times = per_copy(times, copies)
+        self.scenes = per_copy(scenes, copies)
 
     @property
     def tokens_kept(self) -> list[int]:

@@ -129,12 +129,11 @@ class SelectStage:
             selected_times[b] = [float(t) for t in _unit_times(tok, plan.keep, thumbs.shape[0])]
             scenes[b] = list(plan.scenes or [])
             notes += [f"sample {row}: {n}" for row in range(b * copies, (b + 1) * copies) for n in plan.notes]
-        stats.selected_frames = per_copy(selected_frames, copies)
-        stats.selected_times = per_copy(selected_times, copies)
-        stats.scenes = per_copy(scenes, copies)
+        stats.record_selection(selected_frames, selected_times, scenes, copies)
         stats.stages.append(StageRecord(
             method=self.selector.name, stage="select", layer=None,
-            tokens_before=per_copy([len(t) for t in tokens], copies), tokens_after=per_copy([len(t) for t in out], copies),
+            tokens_before=per_copy([len(t) for t in tokens], copies),
+            tokens_after=per_copy([len(t) for t in out], copies),
             ms=self.encode_ms + (time.perf_counter() - start) * 1000.0, notes=notes,
         ))
         self.plans, self.thumbs, self.encode_ms = None, [], 0.0
