@@ -1,12 +1,15 @@
 """Family adapters, looked up by ``config.model_type``. Algorithms live in ``vtc``; surgery lives here."""
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from .base import FamilyAdapter, VisualLayout
 from .internvl import InternVLAdapter
 from .llava_next_video import LlavaNextVideoAdapter
 from .llava_onevision import LlavaOnevisionAdapter
+from .processor_policy import ProcessorPolicy
 from .qwen_vl import Qwen3VLAdapter, QwenVLAdapter
 from .smolvlm import SmolVLMAdapter
 from .video_llama_3 import VideoLlama3Adapter
@@ -34,4 +37,17 @@ def adapter_for(model: nn.Module) -> FamilyAdapter:
     )
 
 
-__all__ = ["ADAPTERS", "FamilyAdapter", "VisualLayout", "adapter_for", "supported_model_types"]
+def processor_policy_for(processor: Any, model: Any = None) -> ProcessorPolicy:
+    """The policy an adapter names for this Hugging Face processor's class, else the default (the processor
+    fixes each frame's token count itself)."""
+    for adapter in ADAPTERS:
+        for policy in adapter.processor_policies:
+            if policy.handles(processor):
+                return policy(processor, model)
+    return ProcessorPolicy(processor, model)
+
+
+__all__ = [
+    "ADAPTERS", "FamilyAdapter", "ProcessorPolicy", "VisualLayout", "adapter_for", "processor_policy_for",
+    "supported_model_types",
+]

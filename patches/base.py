@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..tokens import grid_coords
+from .processor_policy import ProcessorPolicy
 
 
 @dataclass
@@ -56,6 +57,9 @@ class FamilyAdapter:
     # The processor class's default normalisation, undone so selectors see intensities in [0, 1].
     pixel_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     pixel_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    # How vtc.VideoProcessor plans for this family's processors (patches/processor_policy.py); a processor
+    # no adapter names gets the default policy (it fixes each frame's token count itself).
+    processor_policies: tuple[type[ProcessorPolicy], ...] = ()
     # For the README's generated support table (vtc list --markdown).
     batch_note: str = "left-padded, per-sample budgets"
     known_limits: str = ""

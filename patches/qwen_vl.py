@@ -9,6 +9,7 @@ import torch
 from ..patching import patch_attribute
 from ..tokens import grid_coords
 from .base import FamilyAdapter, VisualLayout
+from .qwen_processor import Qwen25ProcessorPolicy, QwenProcessorPolicy
 from .qwen_vision import record_last_block_saliency
 
 # The processors' default normalisation (OpenAI CLIP for Qwen2/2.5-VL, 0.5/0.5 for Qwen3-VL).
@@ -34,6 +35,7 @@ class QwenVLAdapter(FamilyAdapter):
     known_limits = "Qwen2-VL token times assume the processor's default 2 fps"
     pixel_mean = CLIP_MEAN
     pixel_std = CLIP_STD
+    processor_policies = (QwenProcessorPolicy, Qwen25ProcessorPolicy)
 
     def has_text_position_row(self, positions: torch.Tensor) -> bool:
         return positions.ndim == 3 and positions.shape[0] == 4

@@ -356,7 +356,7 @@ def test_video_processor_selects_before_every_familys_processor(flash_mp4: str, 
     tm, processor = _processor(family, "keyframes", retain=0.25)
     inputs = processor([flash_mp4, flash_mp4], ["What flashed?", "Which frame is white?"])
     record = inputs.vtc_selection
-    per_frame, _ = processor.measured_tokens(112, 112)
+    per_frame, _ = processor.policy.measured_tokens(112, 112)
     for b in range(2):
         assert FLASH in record.selected_frames[b]
         assert record.visual_tokens[b] == per_frame * len(record.selected_frames[b]) <= record.budget_tokens[b]

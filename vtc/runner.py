@@ -17,12 +17,6 @@ from .checks import (
 )
 from .video import DecodedVideo
 
-# Used when a processor ships without a chat template: the Qwen VL chat format.
-QWEN_PROMPT = (
-    "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>{question}<|im_end|>\n<|im_start|>assistant\n"
-)
-
-
 def pick_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -63,17 +57,11 @@ def default_sampling(processor: Any) -> tuple[int | None, float | None]:
 
 
 def build_inputs(processor: Any, videos: list[DecodedVideo], questions: list[str]) -> Any:
-    """Prompt(s) with one video each, through the model's own processor (left padding for batches)."""
-    if getattr(processor, "chat_template", None):
-        prompts = [
-            processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": q}]}],
-                tokenize=False, add_generation_prompt=True,
-            )
-            for q in questions
-        ]
-    else:
-        prompts = [QWEN_PROMPT.format(question=q) for q in questions]
+    """Prompt(s) with one video each, through the model's own processor (left padding for batches); the
+    prompt comes from the processor's chat template (or its family's fallback format, ``patches/``)."""
+    from .patches import processor_policy_for
+
+    prompts = processor_policy_for(processor).prompts(questions)
     processor.tokenizer.padding_side = "left"
     return processor(
         text=prompts, videos=[v.frames for v in videos], video_metadata=[v.metadata() for v in videos],
