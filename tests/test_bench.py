@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -199,3 +200,18 @@ def test_qwen_chat_subclass_keeps_its_pipeline_and_records_each_doc(synth) -> No
     assert sorted(r.key["doc_id"] for r in lm.vtc_records) == [0, 1, 2]
     for record in lm.vtc_records:
         assert record.visual_tokens == 128 and record.tokens_kept == Budget(retain=0.25).count(128)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"limit": 0}, "'limit' must be an integer >= 1, got 0"),
+        ({"batch_size": True}, "'batch_size' must be an integer >= 1, got True"),
+        ({"synth_data": {"seed": -1, "count": 2}}, "'seed' must be an integer >= 0, got -1"),
+        ({"synth_data": {"seed": 1, "count": 2.5}}, "'count' must be an integer >= 1, got 2.5"),
+    ],
+)
+def test_bad_counts_in_a_suite_name_the_file_and_the_key(tmp_path, overrides: dict, message: str) -> None:
+    path = suite_file(tmp_path / "counts.yaml", tmp_path, **overrides)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: {message}")):
+        load_suite(path)

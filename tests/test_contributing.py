@@ -57,15 +57,21 @@ def _owners(section: str) -> tuple[object, ...]:
     from vtc.method import Method, ScoreMethod
     from vtc.patches.base import FamilyAdapter, VisualLayout
     from vtc.patches.frame_grid import FrameGridAdapter
+    from vtc.patches.processor_policy import ProcessorPolicy
     from vtc.select.base import Frames, Selector, UnitCost
 
     from . import builders
+    from .families import base as families
 
     plan_arguments = type("plan_arguments", (), dict.fromkeys(inspect.signature(Selector.plan).parameters))
+    register_arguments = type("register_arguments", (), dict.fromkeys(inspect.signature(families.register).parameters))
     return {
         "Add a method": (vtc, Method, ScoreMethod),
         "Add a frame selector": (vtc, select_base, Selector, Frames, UnitCost, plan_arguments, FamilyAdapter),
-        "Add a model family": (patches, builders, FamilyAdapter, FrameGridAdapter, VisualLayout),
+        "Add a model family": (
+            vtc, patches, builders, families, register_arguments, FamilyAdapter, FrameGridAdapter, VisualLayout,
+            ProcessorPolicy,
+        ),
     }[section]
 
 

@@ -15,14 +15,14 @@ from vtc.trained.labels import IGNORE, compact_labels, next_token_loss
 from vtc.trained.train import CompressorTrainer, TrainConfig
 from vtc.video import load_video
 
-from .builders import _build
+from .builders import fresh
 
 FAMILY = "qwen2_5_vl"
 
 
 def fresh_tiny():
     """An uncached tiny model: training injects LoRA into it, which must not leak into other tests."""
-    return _build.__wrapped__(FAMILY, 0)
+    return fresh(FAMILY, 0)
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +231,7 @@ def test_broken_or_mismatched_adapters_fail_clearly(tmp_path: Path, data_dir: Pa
     tr.train()
     tr.finish(None, 0)
     adapter = tmp_path / "adapter"
-    other = _build.__wrapped__("qwen2_vl", 0).model
+    other = fresh("qwen2_vl", 0).model
     with pytest.raises(ValueError, match="another base model"):
         vtc.wrap(other, f"trained:{adapter}")
     with pytest.raises(FileNotFoundError, match="not a local directory"):

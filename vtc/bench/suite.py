@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ..budget import Budget
+from ..checks import at_least
 from ..pipeline import Pipeline
 
 VTC_MODELS = ("vtc", "vtc_qwen2_5_vl", "vtc_qwen3_vl")
@@ -179,11 +180,17 @@ def _budget(path: Path, value: Any) -> float | int:
 
 def _positive_int(path: Path, raw: dict, key: str) -> int | None:
     value = raw.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{path}: '{key}' must be a positive integer, got {value!r}")
+    if value is not None:
+        _in_file(path, at_least, f"'{key}'", value, 1)
     return value
+
+
+def _in_file(path: Path, check: Any, *args: Any) -> None:
+    """Run one of vtc.checks' validators, naming the suite file in its error."""
+    try:
+        check(*args)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def _synth(path: Path, value: Any, base: Path) -> dict[str, Any] | None:
@@ -197,8 +204,7 @@ def _synth(path: Path, value: Any, base: Path) -> dict[str, Any] | None:
         raise ValueError(f"{path}: synth_data needs {', '.join(missing)}")
     count = _positive_int(path, value, "count")
     seed = value["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"{path}: 'seed' must be a non-negative integer, got {seed!r}")
+    _in_file(path, at_least, "'seed'", seed, 0)
     directory = _under(base, value["dir"]) if "dir" in value else default_synth_dir()
     return {"dir": directory, "seed": seed, "count": count}
 

@@ -1,0 +1,175 @@
+"""Layer cuts: a pre-hook on decoder layer K trims hidden states, rotary cos/sin, positions and the mask
+using the last prompt token's attention recorded at layer K-1; later layers get the trimmed versions.
+The KV cache keeps full length below K and the short length from K on, so decode steps get each
+layer's mask mapped onto its own cache length."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .. import attention
+from ..patching import patch_attribute
+from ..pipeline import Step
+from ..sequence import Compaction, new_rows, text_positions
+from ..stats import sorted_list
+from ..tokens import VisualTokens
+from .state import LayerCut
+from .steps import run_step
+
+
+class LayerCuts:
+    """The layer stage of one engine: attention recorders below each cut and pre-hooks from the first cut on."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.adapter = engine.adapter
+        self.steps = engine.pipeline.of_stage("layer")
+        if self.steps and not self.adapter.supports_layer_stage:
+            raise NotImplementedError(
+                f"the {self.adapter.family} adapter does not support layer-stage methods "
+                f"({', '.join(s.method.name for s in self.steps)}); use prefill-stage methods"
+            )
+        self.num_layers = len(self.adapter.decoder_layers())
+        for step in self.steps:
+            if not 1 <= step.method.layer < self.num_layers:
+                raise ValueError(
+                    f"{step.method.name} acts at layer {step.method.layer}, but it needs the attention of the layer "
+                    f"before, so it must be in 1..{self.num_layers - 1} for this model"
+                )
+
+    def install(self) -> list[Callable[[], None]]:
+        """Switch attention to its recording variant, hook the layers; returns the removers."""
+        if not self.steps:
+            return []
+        config = self.adapter.text_config()
+        recording = attention.recording_name(config._attn_implementation)
+        removers = [patch_attribute(config, "_attn_implementation_internal", recording)]
+        layers = self.adapter.decoder_layers()
+        for step in self.steps:
+            removers.append(patch_attribute(layers[step.method.layer - 1].self_attn, "_vtc_recorder", self._record))
+        first = min(s.method.layer for s in self.steps)
+        for idx in range(first, self.num_layers):
+            removers.append(layers[idx].register_forward_pre_hook(self._layer_hook(idx), with_kwargs=True).remove)
+        return removers
+
+    def _record(self, module: nn.Module, attn: torch.Tensor) -> None:
+        state = self.engine.state
+        if state is not None and state.phase == "prefill":
+            state.recorded[module.layer_idx] = attn
+
+    def _layer_hook(self, idx: int):
+        steps = [s for s in self.steps if s.method.layer == idx]
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict):
+            state = self.engine.state
+            if state is None:
+                return None
+            kwargs = dict(kwargs)
+            hidden = args[0] if args else kwargs.pop("hidden_states")
+            args = args[1:]
+            if state.phase == "prefill":
+                kwargs.update(state.overrides)
+                if steps:
+                    hidden = self._cut(idx, steps, hidden, kwargs)
+            else:
+                cut = next((c for c in reversed(state.cuts) if c.layer <= idx), None)
+                if cut is not None:
+                    kwargs["attention_mask"] = self._decode_mask(cut.composed, kwargs.get("attention_mask"))
+            return (hidden, *args), kwargs
+
+        return hook
+
+    def _cut(self, idx: int, steps: list[Step], hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        state = self.engine.state
+        attn = state.recorded.pop(idx - 1, None)
+        if attn is None:
+            raise RuntimeError(f"no attention was recorded at layer {idx - 1}; the layer stage cannot run")
+        state.visual = [tok.to(hidden.device) for tok in state.visual]
+        attn = attn.to(hidden.device)
+        tokens = [
+            VisualTokens(**{**tok.__dict__, "features": hidden[b, tok.index], "attn": attn[b, tok.index]})
+            for b, tok in enumerate(state.visual)
+        ]
+        stats = self.engine.model.vtc_stats
+        for step in steps:
+            tokens, merged, _ = run_step(step, tokens, stats, self.engine.budget, layer=idx, copies=state.copies)
+            if merged:
+                hidden = hidden.clone()
+                for b, tok in enumerate(tokens):
+                    hidden[b, tok.index] = tok.features.to(hidden.dtype)
+        stats.layer_kept_indices[idx] = [sorted_list(t.source) for t in tokens]
+        visual = torch.zeros(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+        for b, tok in enumerate(state.visual):
+            visual[b, tok.index] = True
+        kept = ~visual
+        for b, tok in enumerate(tokens):
+            kept[b, tok.index] = True
+        local = Compaction.from_kept(kept)
+        for b, tok in enumerate(tokens):
+            tok.index = new_rows(local, tok.index, b)
+        state.visual = tokens
+        previous_mask = state.layer_mask_2d if state.layer_mask_2d is not None else state.mask_2d
+        state.layer_mask_2d = local.mask_2d(previous_mask)
+        composed = local if not state.cuts else state.cuts[-1].composed.then(local)
+        state.cuts.append(LayerCut(idx, composed))
+        overrides = {"attention_mask": _prefill_mask(local, kwargs.get("attention_mask"), hidden, self._flash())}
+        if kwargs.get("position_embeddings") is not None:
+            overrides["position_embeddings"] = tuple(
+                local.rows(_batched(t, hidden.shape[0])) for t in kwargs["position_embeddings"]
+            )
+        if kwargs.get("position_ids") is not None:
+            overrides["position_ids"] = text_positions(state.layer_mask_2d)
+        state.overrides = overrides
+        kwargs.update(overrides)
+        return local.rows(hidden)
+
+    def _decode_mask(self, cut: Compaction, mask: torch.Tensor | None) -> torch.Tensor | None:
+        if mask is None:
+            if bool(cut.valid.all()):
+                return None
+            extra = self.engine.state.cache.get_seq_length() + 1 - cut.kept.shape[1]
+            valid = cut.valid_columns(extra)
+            return valid.long() if self._flash() else valid[:, None, None, :]
+        if mask.ndim == 2:
+            extra = mask.shape[1] - cut.kept.shape[1]
+            columns, valid = cut.columns(extra).to(mask.device), cut.valid_columns(extra).to(mask.device, mask.dtype)
+            return torch.gather(mask, 1, columns) * valid
+        return cut.mask_4d(mask, rows_too=False)
+
+    def _flash(self) -> bool:
+        return "flash" in str(self.adapter.text_config()._attn_implementation)
+
+    def follow(self, masks: torch.Tensor, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Visual-row mask and per-visual-row features as they are after the layer cuts (Qwen3 deepstack)."""
+        state = self.engine.state
+        if state is None or not state.cuts:
+            raise RuntimeError("deepstack features do not match the sequence and no vtc layer cut explains why")
+        cut = state.cuts[-1].composed
+        return masks.gather(1, cut.gather) & cut.valid, embeds[cut.kept[masks]]
+
+
+def _prefill_mask(local: Compaction, mask: torch.Tensor | None, hidden: torch.Tensor, flash: bool):
+    """The attention mask for the trimmed sequence, in the form the attention implementation takes.
+
+    None stays None while no padding was introduced (sdpa/flash then run plain causal); flash
+    attention takes a 2D padding mask, sdpa/eager a 4D one.
+    """
+    if mask is None:
+        if bool(local.valid.all()):
+            return None
+        if flash:
+            return local.valid.long()
+        length = local.gather.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()
+        full = causal[None, None] & local.valid[:, None, None, :]
+        eye = torch.eye(length, dtype=torch.bool, device=hidden.device)[None, None]
+        return full | (eye & ~local.valid[:, None, :, None])
+    if mask.ndim == 2:
+        return local.mask_2d(mask)
+    return local.mask_4d(mask, rows_too=True)
+
+
+def _batched(t: torch.Tensor, batch: int) -> torch.Tensor:
+    return t.expand(batch, *t.shape[1:]) if t.shape[0] != batch else t
