@@ -80,3 +80,14 @@ def test_checklist_names_are_declared_where_it_says(section: str) -> None:
     known = _namespace(*_owners(section))
     missing = [name for name in _cited_names(_section(section)) if name not in known]
     assert missing == [], f"CONTRIBUTING.md '{section}' cites names the code does not declare there: {missing}"
+
+
+def test_everything_vtc_asks_of_an_adapter_is_declared_in_the_base_class() -> None:
+    """patches/base.py is the whole contract: vtc/ never calls an adapter hook the base class does not declare."""
+    from vtc.patches.base import FamilyAdapter
+
+    asked = set()
+    for path in [*(REPO / "vtc").rglob("*.py"), *(REPO / "patches").rglob("*.py")]:
+        asked |= set(re.findall(r"\badapter\.([a-z_]+)", path.read_text()))
+    assert asked, "the scan found no adapter calls: the pattern no longer matches the code"
+    assert sorted(name for name in asked if not hasattr(FamilyAdapter, name)) == []
