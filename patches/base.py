@@ -81,6 +81,11 @@ class FamilyAdapter:
     def text_config(self) -> Any:
         return self.language_model().config
 
+    def attention_input(self, layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """What decoder ``layer`` hands its attention module for input ``hidden`` (pre-norm decoders: the
+        normalised input); used to rank tokens with a layer's own attention before the layer runs."""
+        return layer.input_layernorm(hidden)
+
     # -- visual rows ---------------------------------------------------------------------
     def visual_token_id(self) -> int:
         raise NotImplementedError

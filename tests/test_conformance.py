@@ -10,6 +10,7 @@ import torch
 
 import vtc
 from vtc import Budget, ScoreMethod
+from vtc.patches import adapter_for
 
 from .builders import FAMILIES, cache_of, tiny, unsupported_stages, video
 
@@ -32,6 +33,12 @@ def test_method_generates_with_cache_matching_kept_tokens(family: str, name: str
         with pytest.raises(NotImplementedError, match="cannot run"), vtc.compressed(tm.model, name, retain=retain):
             tm.model.generate(**inputs, max_new_tokens=1)
         return
+    num_layers = len(adapter_for(tm.model).decoder_layers())
+    if retain < vtc.get_method(name)().min_retain(num_layers):
+        with pytest.raises(ValueError, match="FLOP-equivalent retention is at least"):
+            vtc.wrap(tm.model, name, retain=retain)
+        assert not vtc.is_wrapped(tm.model)
+        return
     with vtc.compressed(tm.model, name, retain=retain), torch.no_grad():
         out = tm.model.generate(
             **inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
@@ -50,9 +57,12 @@ def test_method_generates_with_cache_matching_kept_tokens(family: str, name: str
         assert stats.stages[-1].tokens_after == [len(entering)]
     else:
         assert entering == list(range(total)), "a layer method must not drop tokens before the LLM"
-        (layer, kept_by_layer), = stats.layer_kept_indices.items()
-        final = kept_by_layer[0]
-        assert set(final) <= set(entering)
+        cuts = sorted(stats.layer_kept_indices)
+        assert cuts, "a layer method must cut somewhere"
+        kept_by_cut = [stats.layer_kept_indices[layer][0] for layer in cuts]
+        for before, after in zip([entering, *kept_by_cut], kept_by_cut):
+            assert set(after) <= set(before), "each cut keeps a subset of what reached it"
+        final = kept_by_cut[-1]
 
     budget = Budget(retain=retain).count(total)
     if issubclass(method, ScoreMethod):
@@ -68,6 +78,9 @@ def test_method_generates_with_cache_matching_kept_tokens(family: str, name: str
     if method.stage in ("select", "prefill"):
         assert lengths == [expected_full] * len(lengths)
     else:
-        expected_short = expected_full - (len(entering) - len(final))
-        assert lengths == [expected_full] * layer + [expected_short] * (len(lengths) - layer)
+        bounds = [*cuts, len(lengths)]
+        expected = [expected_full] * cuts[0]
+        for start, end, kept in zip(bounds, bounds[1:], kept_by_cut):
+            expected += [expected_full - (len(entering) - len(kept))] * (end - start)
+        assert lengths == expected
     assert stats.retention == pytest.approx(len(entering) / total)

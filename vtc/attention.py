@@ -33,6 +33,10 @@ def _recording_attention(original: str) -> Callable[..., Any]:
         recorder = getattr(module, "_vtc_recorder", None)
         if recorder is not None:
             recorder(module, last_query_attention(query, key, attention_mask, kwargs.get("scaling")))
+        if getattr(module, "_vtc_probe", False):
+            # only the recorded row was wanted (a cut ranking with this layer's attention before it runs)
+            batch, heads, length, _ = query.shape
+            return query.new_zeros(batch, length, heads, value.shape[-1]), None
         return _implementation(module, original)(module, query, key, value, attention_mask, **kwargs)
 
     return attention

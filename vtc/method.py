@@ -17,7 +17,11 @@ class Method:
     Subclasses set ``name`` and ``stage`` and declare which optional inputs they need (``needs`` is a
     subset of {"attn", "pixels", "query", "vision_saliency"}, selectors also "times") so the engine can
     provide them and refuse clearly when a family cannot: a class attribute, or a property where a knob
-    decides (``dtd(mode=pixel)``, ``keyclips(relevance=query)``). Layer-stage methods also have an int ``layer``.
+    decides (``dtd(mode=pixel)``, ``keyclips(relevance=query)``). Layer-stage methods also have an int ``layer``
+    (or act at several layers through ``parts``).
+
+    A method that acts at several points (several layer cuts, or a prefill stage plus a layer stage)
+    says so in ``parts``: the engine runs each part as a step of its own.
     """
 
     name: ClassVar[str] = ""
@@ -28,6 +32,25 @@ class Method:
     budget_knob: ClassVar[tuple[str, str] | None] = None
     # Why a per-frame budget cannot apply (None: per-frame budgets are fine).
     whole_video_only: ClassVar[str | None] = None
+    # Layer stage: whose attention ranks the tokens at a cut before layer K. "previous": the last prompt
+    # token's attention inside layer K-1 (FastV); "own": layer K's attention on its input, computed
+    # before the layer runs (PyramidDrop's rank-and-drop).
+    attention_from: ClassVar[str] = "previous"
+
+    def parts(self, num_layers: int, budget: Budget) -> list[tuple["Method", Budget | None]]:
+        """The steps this method runs as on a language model of ``num_layers`` layers, each with its own
+        budget (None: the step's); ``budget`` is the one it resolved. Most methods are one part: themselves."""
+        return [(self, None)]
+
+    def min_retain(self, num_layers: int) -> float:
+        """The smallest FLOP-equivalent retention this method can reach on a model of that depth (a budget
+        below it is refused: a layer method keeps every token in the layers before its first cut)."""
+        return 0.0
+
+    def entry_budget(self, entered: int) -> Budget | None:
+        """A budget fixed by the visual tokens that entered the language model (cuts of a schedule, whose
+        counts are shares of that number), or None to use the step's budget."""
+        return None
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         raise NotImplementedError

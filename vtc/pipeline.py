@@ -42,7 +42,7 @@ class Pipeline:
         if ranks != sorted(ranks):
             order = " > ".join(f"{s.method.name}[{s.method.stage}]" for s in self.steps)
             raise ValueError(f"pipeline steps must follow stage order select>vision>prefill>layer>cache: {order}")
-        layers = [s.method.layer for s in self.steps if s.method.stage == "layer"]
+        layers = [s.method.layer for s in self.steps if s.method.stage == "layer" and hasattr(s.method, "layer")]
         if layers != sorted(layers) or len(set(layers)) != len(layers):
             raise ValueError(f"layer-stage steps must act at strictly increasing layers, got {layers}")
 
@@ -56,6 +56,20 @@ class Pipeline:
     def resolve_budgets(self, budget: Budget) -> list[Budget]:
         """The budget each step runs with (its own, else ``budget``); refuses steps that would get none."""
         return [s.method.resolve_budget(s.budget or budget) for s in self.steps]
+
+    def expanded(self, num_layers: int, budget: Budget) -> "Pipeline":
+        """Every step replaced by the parts its method runs as on a model of ``num_layers`` layers (several
+        layer cuts, a prefill stage plus a layer stage); checks stage and layer order again."""
+        steps = []
+        for step, resolved in zip(self.steps, self.resolve_budgets(budget)):
+            floor = step.method.min_retain(num_layers)
+            if resolved.retain is not None and resolved.retain < floor:
+                raise ValueError(
+                    f"{step.method.name} keeps every visual token before its first cut, so on this {num_layers}-layer "
+                    f"model its FLOP-equivalent retention is at least {floor:.3f}; asked {resolved.retain}"
+                )
+            steps += [Step(part, step.budget if own is None else own) for part, own in step.method.parts(num_layers, resolved)]
+        return Pipeline(*steps)
 
     def of_stage(self, stage: str) -> list[Step]:
         return [s for s in self.steps if s.method.stage == stage]

@@ -32,6 +32,8 @@ class Engine:
                 f"methods {unsupported} act at a stage this version of vtc cannot hook yet (select, prefill and layer only)"
             )
         pipeline.resolve_budgets(budget)  # a step left without a budget fails here, not at the first forward
+        # what runs: each method as the parts it acts as on this model (several cuts, prefill + layer)
+        self.pipeline = pipeline.expanded(len(adapter.decoder_layers()), budget)
         self.layers = LayerCuts(self)
         self.num_layers = self.layers.num_layers
         self.select = select_stage(self, pipeline.of_stage("select"))

@@ -33,6 +33,8 @@ class LayerCuts:
             )
         self.num_layers = len(self.adapter.decoder_layers())
         for step in self.steps:
+            if step.method.attention_from not in ("previous", "own"):
+                raise ValueError(f"{step.method.name}: attention_from must be 'previous' or 'own'")
             if not 1 <= step.method.layer < self.num_layers:
                 raise ValueError(
                     f"{step.method.name} acts at layer {step.method.layer}, but it needs the attention of the layer "
@@ -48,7 +50,8 @@ class LayerCuts:
         removers = [patch_attribute(config, "_attn_implementation_internal", recording)]
         layers = self.adapter.decoder_layers()
         for step in self.steps:
-            removers.append(patch_attribute(layers[step.method.layer - 1].self_attn, "_vtc_recorder", self._record))
+            if step.method.attention_from == "previous":
+                removers.append(patch_attribute(layers[step.method.layer - 1].self_attn, "_vtc_recorder", self._record))
         first = min(s.method.layer for s in self.steps)
         for idx in range(first, self.num_layers):
             removers.append(layers[idx].register_forward_pre_hook(self._layer_hook(idx), with_kwargs=True).remove)
@@ -83,9 +86,12 @@ class LayerCuts:
 
     def _cut(self, idx: int, steps: list[Step], hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
         state = self.engine.state
-        attn = state.recorded.pop(idx - 1, None)
-        if attn is None:
-            raise RuntimeError(f"no attention was recorded at layer {idx - 1}; the layer stage cannot run")
+        if steps[0].method.attention_from == "own":
+            attn = self._own_attention(idx, hidden, kwargs)
+        else:
+            attn = state.recorded.pop(idx - 1, None)
+            if attn is None:
+                raise RuntimeError(f"no attention was recorded at layer {idx - 1}; the layer stage cannot run")
         state.visual = [tok.to(hidden.device) for tok in state.visual]
         attn = attn.to(hidden.device)
         tokens = [
@@ -94,7 +100,9 @@ class LayerCuts:
         ]
         stats = self.engine.model.vtc_stats
         for step in steps:
-            tokens, merged, _ = run_step(step, tokens, stats, self.engine.budget, layer=idx, copies=state.copies)
+            tokens, merged, _ = run_step(
+                step, tokens, stats, self.engine.budget, layer=idx, copies=state.copies, entered=state.entered
+            )
             if merged:
                 hidden = hidden.clone()
                 for b, tok in enumerate(tokens):
@@ -124,6 +132,27 @@ class LayerCuts:
         state.overrides = overrides
         kwargs.update(overrides)
         return local.rows(hidden)
+
+    def _own_attention(self, idx: int, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        """Layer ``idx``'s last-query attention on its input, before the layer runs: its attention module is
+        called once on the normalised input in probe mode (queries, keys and the one recorded row; no
+        attention output, no cache), so the ranking sees exactly the keys the layer would see."""
+        layer = self.adapter.decoder_layers()[idx]
+        recorded: list[torch.Tensor] = []
+        removers = [
+            patch_attribute(layer.self_attn, "_vtc_recorder", lambda module, attn: recorded.append(attn)),
+            patch_attribute(layer.self_attn, "_vtc_probe", True),
+        ]
+        try:
+            arguments = {k: v for k, v in kwargs.items() if k not in (self.engine.cache_key, "use_cache")}
+            with torch.no_grad():
+                layer.self_attn(hidden_states=self.adapter.attention_input(layer, hidden), **arguments)
+        finally:
+            for remove in reversed(removers):
+                remove()
+        if not recorded:
+            raise RuntimeError(f"layer {idx}'s attention module did not go through vtc's recording attention")
+        return recorded[0]
 
     def _decode_mask(self, cut: Compaction, mask: torch.Tensor | None) -> torch.Tensor | None:
         if mask is None:

@@ -70,6 +70,7 @@ class PrefillCompaction:
         state = ForwardState(
             cache=kwargs.get(self.engine.cache_key), orig_len=kept.shape[1], prefill=compaction, rewritten=rewrite,
             n_dropped=(~kept).sum(dim=1), mask_2d=new_mask, visual=tokens, copies=copies,
+            entered=[len(tok) for tok in tokens],
         )
         if not rewrite:
             return state, (args_kwargs(kwargs) if created_cache else None)

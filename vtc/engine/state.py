@@ -48,6 +48,7 @@ class ForwardState:
     mask_2d: torch.Tensor  # padding mask of the layout that entered the LLM
     visual: list[VisualTokens]  # per row, ``index`` = rows in the current layout
     copies: int  # consecutive rows that are generate()'s copies of one sample (1 without expansion)
+    entered: list[int] = field(default_factory=list)  # per row, visual tokens that entered the language model
     phase: str = "prefill"
     cuts: list[LayerCut] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)

@@ -12,14 +12,17 @@ from ..tokens import VisualTokens
 
 
 def run_step(
-    step: Step, tokens: list[VisualTokens], stats: CompressionStats, default: Budget, layer: int | None, copies: int
+    step: Step, tokens: list[VisualTokens], stats: CompressionStats, default: Budget, layer: int | None, copies: int,
+    entered: list[int] | None = None,
 ) -> tuple[list[VisualTokens], bool, list[torch.Tensor]]:
     """Run one method on every row and record it in ``stats``; each group of ``copies`` rows (one sample)
     gets its first row's selection, so generate()'s copies of a sample keep exactly what the sample alone keeps.
+    ``entered``: per row, the visual tokens that entered the language model (for methods whose budget is
+    a share of that number, ``Method.entry_budget``).
 
     Returns the kept tokens, whether any features were replaced (merged), and per row where each
     input row went (its kept row or its representative's; -1 if dropped)."""
-    budget = step.method.resolve_budget(step.budget or default)
+    step_budget = step.method.resolve_budget(step.budget or default)
     start = clock(tokens)
     out, merged, notes, moves = [], False, [], []
     for first in range(0, len(tokens), copies):
@@ -28,6 +31,7 @@ def run_step(
             out += group
             moves += [torch.zeros(0, dtype=torch.long, device=tok.features.device) for tok in group]
             continue
+        budget = (step.method.entry_budget(entered[first]) if entered else None) or step_budget
         selection = step.method.compress(group[0], budget)
         merged |= selection.features is not None
         notes += [f"sample {row}: {note}" for row in range(first, first + copies) for note in selection.notes]
