@@ -156,9 +156,7 @@ def test_apportion_is_exact_proportional_and_capped() -> None:
 
 
 def test_knob_validation_and_refusals() -> None:
-    with pytest.raises(NotImplementedError):
-        HoliTom(inner_layer=18)
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="runs only with inner_layer"):
         HoliTom(inner_ratio=0.5)
     for bad in (dict(retain_ratio=0.0), dict(tau=1.5), dict(beta=-0.1), dict(d=2.0), dict(k=0), dict(max_window_size=True)):
         with pytest.raises(ValueError):

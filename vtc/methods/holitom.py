@@ -19,6 +19,7 @@ from ..registry import register
 from ..tokens import Selection, VisualTokens
 from .clustering import assign_to_nearest, density_peaks, top_centres
 from .frames import merged_positions, row_saliency, whole_frames
+from .holitom_inner import DEFAULT_INNER_RATIO, HoliTomInner
 
 DEFAULT_RETAIN = 0.1  # RETAIN_RATIO env default
 DEFAULT_TAU = 0.8  # T env default, used by the 0.15-0.25 scripts
@@ -241,9 +242,10 @@ class HoliTom(Method):
     * Ties (saliency top-k, density scores) go to the lower index; the official density adds
       U(0, 1e-6) noise instead, which makes a single static centre (k = 1) random; the reference
       vectors do not depend on it.
-    * The inner-LLM merge (HOLITOM_k / HOLITOM_r: at layer k, last-token attention keeps the top
-      r, each dropped token averaged into its most similar kept token) is not implemented yet:
-      ``inner_layer`` / ``inner_ratio`` are reserved and refuse a value.
+    * The inner-LLM merge (HOLITOM_k / HOLITOM_r) is off unless ``inner_layer`` is set (the official
+      code also runs it only when both are set; its 7B scripts use k=18 of 28 layers, r=0.5):
+      ``holitom(inner_layer=K)`` then runs :class:`vtc.methods.holitom_inner.HoliTomInner` before
+      layer K as a part of this method, on what the outer stage kept.
     * The official code runs on LLaVA's 2D-pooled frames; vtc runs on whatever grid the family's
       LLM input has (Qwen: merged 2x2 patches of temporal pairs).
 
@@ -265,8 +267,10 @@ class HoliTom(Method):
     whole_video_only = "merges static tokens over whole windows of frames"
 
     def __post_init__(self) -> None:
-        if self.inner_layer is not None or self.inner_ratio is not None:
-            raise NotImplementedError("holitom's inner-LLM merge (inner_layer / inner_ratio) is not implemented yet")
+        if self.inner_ratio is not None and self.inner_layer is None:
+            raise ValueError("inner_ratio sets holitom's inner-LLM merge, which runs only with inner_layer= (HOLITOM_k)")
+        if self.inner_layer is not None:
+            HoliTomInner(layer=self.inner_layer, ratio=self._inner_ratio)  # validates both knobs now
         if self.retain_ratio is not None and not 0.0 < self.retain_ratio <= 1.0:
             raise ValueError(f"retain_ratio must be in (0, 1], got {self.retain_ratio}")
         if self.tau is not None and not -1.0 <= self.tau <= 1.0:
@@ -280,6 +284,14 @@ class HoliTom(Method):
             if value < 1:
                 raise ValueError(f"{knob} must be an int >= 1, got {value!r}")
 
+    @property
+    def _inner_ratio(self) -> float:
+        return DEFAULT_INNER_RATIO if self.inner_ratio is None else self.inner_ratio
+
+    def parts(self, num_layers: int, budget: Budget) -> list[tuple[Method, Budget | None]]:
+        if self.inner_layer is None:
+            return [(self, None)]
+        return [(self, None), (HoliTomInner(layer=self.inner_layer, ratio=self._inner_ratio), Budget())]
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         budget = self.resolve_budget(budget)
