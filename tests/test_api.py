@@ -125,7 +125,7 @@ def test_stats_record_tokens_time_and_serialise_to_json() -> None:
 
 
 def test_unknown_method_lists_the_known_ones() -> None:
-    with pytest.raises(KeyError, match="known methods: .*dtd, dycoke, evad, fastv"):
+    with pytest.raises(KeyError, match="known methods: .*dtd, dycoke, dycoke-kv, evad, fastv"):
         vtc.get_method("holitomm")
 
 
@@ -141,7 +141,7 @@ def test_spec_parsing_builds_methods_budgets_and_layers() -> None:
     ("spec", "message"),
     [
         ("fastv@2>dtd", "stage order"),
-        ("dtd@2", "layer methods only"),
+        ("dtd@2", "layer and cache methods only"),
         ("dtd(threshold)", "key=value"),
         ("fastv@3>fastv@2", "strictly increasing"),
         ("dtd(nonsense=1)", "dtd has no knob 'nonsense'"),

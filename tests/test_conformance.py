@@ -55,6 +55,13 @@ def test_method_generates_with_cache_matching_kept_tokens(family: str, name: str
     if method.stage in ("select", "prefill"):
         final = entering
         assert stats.stages[-1].tokens_after == [len(entering)]
+    elif method.stage == "cache":
+        assert entering == list(range(total)) and not stats.layer_kept_indices, "a cache method leaves the prefill"
+        assert len(stats.cache_steps) == NEW_TOKENS - 1, "one record per decode step"
+        assert stats.cache_steps[0].reselected == [True]
+        attended = {step.kept[0] for step in stats.cache_steps}
+        assert len(attended) == 1
+        final = list(range(attended.pop()))  # the count decode steps attend to at the method's layers
     else:
         assert entering == list(range(total)), "a layer method must not drop tokens before the LLM"
         cuts = sorted(stats.layer_kept_indices)
@@ -75,8 +82,8 @@ def test_method_generates_with_cache_matching_kept_tokens(family: str, name: str
     dropped_before = total - len(entering)
     decoded = NEW_TOKENS - 1  # the last generated token is never fed back
     expected_full = prompt_len - dropped_before + decoded
-    if method.stage in ("select", "prefill"):
-        assert lengths == [expected_full] * len(lengths)
+    if method.stage in ("select", "prefill", "cache"):
+        assert lengths == [expected_full] * len(lengths)  # a cache method masks entries, it does not delete them
     else:
         bounds = [*cuts, len(lengths)]
         expected = [expected_full] * cuts[0]

@@ -24,6 +24,18 @@ class StageRecord:
 
 
 @dataclass
+class CacheStep:
+    """One decode step of a cache-stage method: per language-model row, how many visual tokens layers from
+    ``layer`` on attended to, whether the method chose them anew at this step, and (for rows that did)
+    which ones, as indices among the row's visual tokens that entered the LLM (empty when carried over)."""
+
+    layer: int
+    kept: list[int]
+    reselected: list[bool]
+    chosen: list[list[int]]
+
+
+@dataclass
 class CompressionStats:
     """Per-forward record of compression.
 
@@ -50,6 +62,8 @@ class CompressionStats:
     selected_times: list[list[float]] = field(default_factory=list)
     scenes: list[list[int]] = field(default_factory=list)
     merged_into: list[list[int]] = field(default_factory=list)
+    # cache stage: one record per decode step
+    cache_steps: list[CacheStep] = field(default_factory=list)
 
     def record_selection(
         self, frames: list[list[int]], times: list[list[float]], scenes: list[list[int]], copies: int

@@ -17,7 +17,7 @@ def method_rows() -> list[tuple[str, str, str]]:
 
 def supported_stages(adapter: type) -> tuple[str, ...]:
     """The stages vtc can hook on a family (select where the adapter says where frames are chosen)."""
-    stages = ("prefill", "layer") if adapter.supports_layer_stage else ("prefill",)
+    stages = ("prefill", "layer", "cache") if adapter.supports_layer_stage else ("prefill",)
     return ("select", *stages) if adapter.select_stage else stages
 
 

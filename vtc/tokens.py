@@ -141,3 +141,17 @@ class Selection:
         out = torch.full((num_rows,), -1, dtype=torch.long, device=self.keep.device)
         out[self.keep] = torch.arange(self.keep.numel(), device=self.keep.device)
         return out
+
+
+@dataclass
+class CacheChoice:
+    """What a cache-stage method decided at one decode step for one row.
+
+    keep:        sorted rows of the row's visual tokens that layers from the method's layer attend to.
+    attention:   this step's attention over all of the row's visual tokens (the next step compares with it).
+    reselected:  whether ``keep`` was chosen anew at this step (else carried over from the previous one).
+    """
+
+    keep: torch.Tensor
+    attention: torch.Tensor
+    reselected: bool

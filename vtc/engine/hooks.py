@@ -9,16 +9,18 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .. import attention
 from ..budget import Budget
 from ..patching import patch_attribute
 from ..pipeline import Pipeline, Step
 from ..sequence import Compaction
+from .cache import CacheStage
 from .decode import decode_kwargs
 from .layers import LayerCuts
 from .prefill import PrefillCompaction
 from .state import Expansion, ForwardState, cache_kwarg
 
-HOOKED_STAGES = ("select", "prefill", "layer")
+HOOKED_STAGES = ("select", "prefill", "layer", "cache")
 
 
 class Engine:
@@ -29,12 +31,13 @@ class Engine:
         unsupported = [s.method.name for s in pipeline.steps if s.method.stage not in HOOKED_STAGES]
         if unsupported:
             raise NotImplementedError(
-                f"methods {unsupported} act at a stage this version of vtc cannot hook yet (select, prefill and layer only)"
+                f"methods {unsupported} act at a stage this version of vtc cannot hook yet ({', '.join(HOOKED_STAGES)} only)"
             )
         pipeline.resolve_budgets(budget)  # a step left without a budget fails here, not at the first forward
         # what runs: each method as the parts it acts as on this model (several cuts, prefill + layer)
         self.pipeline = pipeline.expanded(len(adapter.decoder_layers()), budget)
         self.layers = LayerCuts(self)
+        self.cache = CacheStage(self)
         self.num_layers = self.layers.num_layers
         self.select = select_stage(self, pipeline.of_stage("select"))
         self.prefill = PrefillCompaction(self)
@@ -63,7 +66,10 @@ class Engine:
         self._removers.append(self._record_video_encoding(base))
         self._removers.append(self._record_expansion(self.model))
         self._removers.append(lm.register_forward_pre_hook(self._language_model_pre_hook, with_kwargs=True).remove)
+        if self.pipeline.of_stage("layer") or self.pipeline.of_stage("cache"):
+            self._removers.append(self._record_attention())
         self._removers.extend(self.layers.install())
+        self._removers.extend(self.cache.install())
         if self.prefill.needs("vision_saliency"):
             self._removers.extend(self.adapter.record_vision_saliency(self._on_vision_saliency) or [])
         self._removers.extend(self.adapter.install(self))
@@ -95,6 +101,12 @@ class Engine:
         return self.layers.follow(masks, embeds)
 
     # -- recorders -------------------------------------------------------------------------------------
+    def _record_attention(self) -> Callable[[], None]:
+        """Switch the language model's attention to vtc's recording variant of the same implementation, which
+        hands one row of attention to whichever module has a recorder (vtc/attention.py)."""
+        config = self.adapter.text_config()
+        return patch_attribute(config, "_attn_implementation_internal", attention.recording_name(config._attn_implementation))
+
     def _capture(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self._captured = kwargs
 

@@ -9,7 +9,6 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .. import attention
 from ..patching import patch_attribute
 from ..pipeline import Step
 from ..sequence import Compaction, new_rows, text_positions
@@ -42,12 +41,10 @@ class LayerCuts:
                 )
 
     def install(self) -> list[Callable[[], None]]:
-        """Switch attention to its recording variant, hook the layers; returns the removers."""
+        """Attention recorders below the cuts and pre-hooks from the first cut on; returns the removers."""
         if not self.steps:
             return []
-        config = self.adapter.text_config()
-        recording = attention.recording_name(config._attn_implementation)
-        removers = [patch_attribute(config, "_attn_implementation_internal", recording)]
+        removers = []
         layers = self.adapter.decoder_layers()
         for step in self.steps:
             if step.method.attention_from == "previous":

@@ -54,6 +54,7 @@ class ForwardState:
     overrides: dict[str, Any] = field(default_factory=dict)
     layer_mask_2d: torch.Tensor | None = None
     recorded: dict[int, torch.Tensor] = field(default_factory=dict)
+    cache_choices: list[Any] = field(default_factory=list)  # per row, the cache method's latest CacheChoice
 
 
 def cache_kwarg(module: nn.Module) -> str:
