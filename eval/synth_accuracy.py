@@ -38,9 +38,17 @@ def run(models: list[Path], data: Path, items: int, methods: list[str], retains:
         rows = [{"method": "none", "retain": 1.0, **evaluate(data, model, processor, batches=batches)}]
         for method in methods:
             for retain in retains:
-                with vtc.compressed(model, method, retain=retain):
+                try:
+                    vtc.wrap(model, method, retain=retain)
+                except ValueError as err:  # a budget the method cannot mean on this model (e.g. below its floor)
+                    rows.append({"method": method, "retain": retain, "refused": str(err)})
+                    print(f"{path} {method}@{retain}: refused ({err})", flush=True)
+                    continue
+                try:
                     rows.append({"method": method, "retain": retain,
                                  **evaluate(data, model, processor, batches=batches, progress=False)})
+                finally:
+                    vtc.unwrap(model)
                 print(f"{path} {method}@{retain}: {rows[-1]['overall']:.3f}", flush=True)
         results["models"][str(path)] = rows
     return results
@@ -73,14 +81,21 @@ def markdown(results: dict) -> str:
         "",
         "Each cell: accuracy, then (in brackets) the mean share of the question's evidence tokens that survived "
         "compression. A low accuracy with high evidence share means the model is confused by the compressed input; "
-        "a low evidence share means the method dropped the information.",
+        "a low evidence share means the method dropped the information. FLOP ret.: the mean over the language "
+        "model's layers of the share of visual tokens each layer processed in the prefill (layer methods keep "
+        "every token before their first cut; a cache method acts only while decoding, which these 1-3 token "
+        "answers barely reach); '-' for rows measured before the column existed.",
     ]
     for path, rows in results["models"].items():
-        lines += ["", f"## {path}", "", "| method | retain | tokens kept | overall | " + " | ".join(types) + " |",
-                  "|---|---|---|---|" + "---|" * len(types)]
+        lines += ["", f"## {path}", "", "| method | retain | tokens kept | FLOP ret. | overall | " + " | ".join(types) + " |",
+                  "|---|---|---|---|---|" + "---|" * len(types)]
         for r in rows:
+            if "refused" in r:
+                lines.append(f"| {r['method']} | {r['retain']} | refused: {r['refused']} |" + " |" * (len(types) + 2))
+                continue
             cells = [f"{r['by_type'].get(t, float('nan')):.2f} ({r['evidence_kept'].get(t, float('nan')):.2f})" for t in types]
-            lines.append(f"| {r['method']} | {r['retain']} | {r['tokens_kept']:.1f} / {r['tokens_in']:.0f} | "
+            flop = f"{r['flop_retention']:.3f}" if "flop_retention" in r else "-"
+            lines.append(f"| {r['method']} | {r['retain']} | {r['tokens_kept']:.1f} / {r['tokens_in']:.0f} | {flop} | "
                          f"{r['overall']:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -47,6 +47,7 @@ def test_stage_counts_are_shares_of_the_tokens_that_entered_and_reach_the_asked_
     counts = [len(stats.layer_kept_indices[layer][0]) for layer in (1, 2, 3)]
     assert counts == [int(total * ratio**s) for s in (1, 2, 3)]
     assert 0.6 - 3 / total <= stats.flop_retention <= 0.6  # int() flooring loses under one token per stage
+    assert stats.sample_flop_retention(0) == pytest.approx(stats.flop_retention)  # one sample: the same number
 
 
 def test_budgets_it_cannot_mean_are_refused_clearly() -> None:

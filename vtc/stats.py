@@ -96,6 +96,19 @@ class CompressionStats:
             per_layer.append(current / total)
         return sum(per_layer) / len(per_layer)
 
+    def sample_flop_retention(self, sample: int) -> float:
+        """``flop_retention`` of one sample (row) of the batch."""
+        total = self.visual_tokens[sample]
+        current = len(self.kept_indices[sample])
+        if not total or not self.num_layers:
+            return current / total if total else 1.0
+        shares = []
+        for layer in range(self.num_layers):
+            if layer in self.layer_kept_indices:
+                current = len(self.layer_kept_indices[layer][sample])
+            shares.append(current / total)
+        return sum(shares) / len(shares)
+
     @property
     def ms_per_stage(self) -> dict[str, float]:
         out: dict[str, float] = {}

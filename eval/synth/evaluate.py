@@ -97,6 +97,7 @@ def evaluate(
             records.append({
                 "type": item["type"], "correct": parse_answer(reply, item["options"]) == item["answer"],
                 "reply": reply, "tokens_in": total, "tokens_kept": len(kept),
+                "flop_retention": stats.sample_flop_retention(b) if stats is not None else 1.0,
                 "evidence_kept": len(evidence & set(kept)) / len(evidence) if evidence else 1.0,
             })
     return summarise(records)
@@ -119,6 +120,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         "n": len(records),
         "tokens_in": float(np.mean([r["tokens_in"] for r in records])) if records else 0.0,
         "tokens_kept": float(np.mean([r["tokens_kept"] for r in records])) if records else 0.0,
+        "flop_retention": float(np.mean([r["flop_retention"] for r in records])) if records else 0.0,
         "evidence_kept": {t: float(np.mean([r["evidence_kept"] for r in rs])) for t, rs in sorted(by_type.items())},
         "evidence_all_lost": {
             t: float(np.mean([r["evidence_kept"] == 0.0 for r in rs])) for t, rs in sorted(by_type.items())
