@@ -113,7 +113,7 @@ def _decode_steps(model, mask: torch.Tensor, out, steps: int = 3) -> list[torch.
 
 SELECTORS = [name for name in vtc.list_methods() if vtc.get_method(name).stage == "select"]
 BATCH_SPECS = [f"{name}:0.3" for name in vtc.list_methods() if name != "uniform" and name not in SELECTORS] + [
-    "uniform:0.5", "pool", "dtd:0.6>fastv@2:0.5",
+    "uniform:0.5", "pool", "dtd:0.6>fastv@2:0.5", "holitom(inner_layer=2):0.5", "dycoke:0.5>dycoke-kv:0.3",
 ] + [f"{name}:0.5" for name in SELECTORS]  # at 0.3 both test clips would keep one frame group
 
 
