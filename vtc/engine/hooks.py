@@ -27,19 +27,19 @@ class Engine:
     """Owns every hook vtc puts on one model; ``remove`` restores the model exactly."""
 
     def __init__(self, model: nn.Module, adapter: Any, pipeline: Pipeline, budget: Budget) -> None:
-        self.model, self.adapter, self.pipeline, self.budget = model, adapter, pipeline, budget
+        self.model, self.adapter, self.budget = model, adapter, budget
         unsupported = [s.method.name for s in pipeline.steps if s.method.stage not in HOOKED_STAGES]
         if unsupported:
             raise NotImplementedError(
                 f"methods {unsupported} act at a stage this version of vtc cannot hook yet ({', '.join(HOOKED_STAGES)} only)"
             )
-        pipeline.resolve_budgets(budget)  # a step left without a budget fails here, not at the first forward
-        # what runs: each method as the parts it acts as on this model (several cuts, prefill + layer)
+        # What runs: each method as the parts it acts as on this model (several cuts, prefill + layer). Budgets
+        # are resolved here, so a step left without one fails at wrap, not at the first forward.
         self.pipeline = pipeline.expanded(len(adapter.decoder_layers()), budget)
         self.layers = LayerCuts(self)
         self.cache = CacheStage(self)
         self.num_layers = self.layers.num_layers
-        self.select = select_stage(self, pipeline.of_stage("select"))
+        self.select = select_stage(self, self.pipeline.of_stage("select"))
         self.prefill = PrefillCompaction(self)
         self.cache_key = cache_kwarg(adapter.language_model())
         self.state: ForwardState | None = None

@@ -1,5 +1,6 @@
 """Layer cuts: a pre-hook on decoder layer K trims hidden states, rotary cos/sin, positions and the mask
-using the last prompt token's attention recorded at layer K-1; later layers get the trimmed versions.
+using the last prompt token's attention recorded at layer K-1 (or, for methods with ``attention_from =
+"own"``, layer K's attention on its input, probed before it runs); later layers get the trimmed versions.
 The KV cache keeps full length below K and the short length from K on, so decode steps get each
 layer's mask mapped onto its own cache length."""
 from __future__ import annotations
