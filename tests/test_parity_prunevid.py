@@ -12,6 +12,7 @@ from vtc import Budget, VisualTokens
 from vtc.methods.prunevid import PruneVid, prunevid_merge, refine_clusters
 
 from .vectors import load, parametrize_cases
+from .video_like import video_tokens
 
 
 def _frames(tensors: dict) -> torch.Tensor:
@@ -103,13 +104,13 @@ def test_budget_is_met_exactly_with_plain_member_means(budget: Budget) -> None:
     selection = PruneVid().compress(tokens, budget)
     count = budget.count(8 * 36)
     result = prunevid_merge(features, tau=0.8, temporal_segment_ratio=0.25, cluster_ratio=0.5, count=count)
-    left = sum(result.static_sizes) + sum(result.dynamic_sizes)
     assert result.window_sizes == [8], "alike frames: one window"
+    assert selection.keep.numel() == sum(result.static_sizes) + sum(result.dynamic_sizes) == count
     if count <= 26 + 8 * 10:  # static merging leaves 26 window-mean tokens plus 10 dynamic per frame
-        assert selection.keep.numel() == count and not any("budget missed" in note for note in selection.notes)
-    else:
-        assert selection.keep.numel() == left == 106
-        assert f"budget missed by {count - 106}" in selection.notes[-1]
+        assert result.tau == 0.8 and not any("tau raised" in note for note in selection.notes)
+    else:  # merging every static position would undercut the budget: fewer positions count as static
+        assert result.tau > 0.8 and result.left_at_tau == 106
+        assert any(note.startswith("tau raised from 0.8") for note in selection.notes)
     kept = result.token_to_out >= 0
     means = _member_means(features, result.token_to_out, result.out_features.shape[0])
     assert torch.allclose(result.out_features, means, atol=1e-6)
@@ -126,3 +127,27 @@ def test_knob_validation_and_refusals() -> None:
         PruneVid(cluster_ratio=0.5).resolve_budget(Budget(retain=0.2))
     with pytest.raises(ValueError, match="video-level"):
         PruneVid().resolve_budget(Budget(tokens=4, scope="frame"))
+
+
+def test_budget_above_what_static_merging_leaves_raises_tau_just_enough() -> None:
+    tokens = video_tokens(16, 14)  # a static background and one moving object: 3,136 tokens
+    features = tokens.features.view(16, 196, -1)
+    for retain in (0.5, 0.25, 0.1, 0.05):
+        count = Budget(retain=retain).count(16 * 196)
+        selection = PruneVid().compress(tokens, Budget(retain=retain))
+        assert selection.keep.numel() == count
+        result = prunevid_merge(features, tau=0.8, temporal_segment_ratio=0.25, cluster_ratio=0.5, count=count)
+        if result.left_at_tau >= count:
+            assert result.tau == 0.8
+            continue
+        assert not bool((result.token_to_out < 0).any())
+        static_at = {}
+        for threshold in (result.tau, torch.nextafter(torch.tensor(result.tau), torch.tensor(-2.0)).item()):
+            merged = prunevid_merge(features, tau=threshold, temporal_segment_ratio=0.25, cluster_ratio=1.0)
+            static_at[threshold] = sum(w * s for w, s in zip(merged.window_sizes, merged.static_sizes)) - sum(
+                merged.static_sizes)
+        low = min(static_at)
+        assert 16 * 196 - static_at[result.tau] >= count, "the raised tau leaves enough tokens"
+        assert 16 * 196 - static_at[low] < count, "and a hair lower does not"
+        assert any(note.startswith(f"tau raised from 0.8 to {result.tau:.4f}") for note in selection.notes)
+

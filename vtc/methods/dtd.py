@@ -38,7 +38,8 @@ class DTD(ScoreMethod):
     * a vtc budget (``retain``/``tokens``): tokens are ranked by novelty (1 - similarity, or the
       pixel difference) with all of frame 0 ranked first, and the top of that ranking is kept, so
       the budget is met exactly. Deviation from the paper: when the budget is smaller than one
-      frame, even frame 0 is cut (by position order), since the budget wins.
+      frame, even frame 0 is cut (by position order), since the budget wins; every kept token then
+      comes from frame 0, no change is seen at all, and a note says so.
     A token whose previous-frame counterpart was removed by an earlier method counts as novel.
     """
 
@@ -63,7 +64,15 @@ class DTD(ScoreMethod):
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         if budget.is_set:
-            return super().compress(tokens, budget)
+            selection = super().compress(tokens, budget)
+            first = int((same_cell_rows(tokens, -1) < 0).sum())  # tokens with no previous frame: ranked first
+            count = selection.keep.numel()
+            if budget.scope == "video" and count < first:
+                selection.notes.append(
+                    f"budget of {count} tokens is below the {first} tokens with no previous frame to compare with "
+                    "(the first frame), which DTD keeps first: every kept token is one of them, no change is seen"
+                )
+            return selection
         threshold = self.DEFAULT_THRESHOLD if self.threshold is None else self.threshold
         change, has_prev = self.change(tokens)
         if self.absolute:

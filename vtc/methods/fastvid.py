@@ -27,6 +27,10 @@ PRESETS: dict[str, dict[str, float]] = {
     "llava": dict(retention_ratio=0.10, dyseg_c=8, dyseg_tau=0.9, dyseg_ignore=math.inf, stprune_d=0.4, dtm_p=4, dtm_beta=0.6),
 }
 DTM_NEIGHBOURS = 4  # k of the DPC-KNN density, hard-coded officially
+# Regime notes: a budget whose per-frame count int(N*r) floors away more than this share of N*r, and a
+# realised context share further than this from d, are noted (FastVID.regime_notes).
+R_TOLERANCE = 0.05
+D_TOLERANCE = 0.1
 
 
 @dataclass
@@ -42,6 +46,7 @@ class FastVIDResult:
     context_anchor_idx: torch.Tensor  # ascending
     token_to_out: torch.Tensor  # [T*N] position in kept_idx each token is carried by (-1: dropped)
     extra_salient: int = 0  # exact-count mode: salient tokens added after the per-frame caps
+    segments_without_salient: int = 0  # segments whose plan has no salient token (the official code crashes)
 
 
 def dyseg(similarity: torch.Tensor, num_frames: int, c: int, tau: float) -> list[int]:
@@ -123,11 +128,13 @@ def fastvid_select(
         retains = [b - a for a, b in zip([0, *cum[:-1]], cum)]
     frame_salient: list[int] = []
     frame_context: list[int] = []
+    without_salient = 0
     start = 0
     for size, retain in zip(sizes, retains):
         sal, ctx = segment_plan(retain, similarity[start : start + size - 1], n, stprune_d, dtm_p, dyseg_ignore)
         frame_salient += sal
         frame_context += ctx
+        without_salient += sum(sal) == 0
         start += size
 
     device = x.device
@@ -200,6 +207,7 @@ def fastvid_select(
         salient_idx=salient_idx,
         context_anchor_idx=context_idx,
         extra_salient=extra,
+        segments_without_salient=without_salient,
     )
 
 
@@ -237,6 +245,13 @@ class FastVID(Method):
 
     Positions: salient tokens are copies; a merged anchor is the anchor's own row and keeps that
     row's (t, h, w) position ids, as the official code gathers the M-RoPE ids of the kept rows.
+
+    Regime: the paper's r keeps int(N*r) tokens in every frame, a share d of them context anchors.
+    The stats say where a run leaves that: a segment whose share is all anchors (no salient token;
+    the official code crashes there: at 16 tokens per frame and r=0.1 every segment), a budget whose
+    per-frame count int(N*r) floors away more than 5% of N*r (a budget is then shared over segments,
+    not given per frame as r would), and anchors more than 10 points away from d of what is kept
+    (short segments: at least one anchor each; at 16 tokens per group they take 62%).
 
     Deviations from the official code:
 
@@ -292,6 +307,26 @@ class FastVID(Method):
                 raise ValueError(f"{knob} must be a number, got NaN")
 
 
+    def regime_notes(self, result: FastVIDResult, total: int, per_frame: int, budget: Budget) -> list[str]:
+        """Where the run leaves the regime FastVID's paper describes (see the class docstring's Regime)."""
+        notes = []
+        segments = result.segment_sizes.numel()
+        if result.segments_without_salient:
+            notes.append(f"{result.segments_without_salient} of {segments} DySeg segment(s) keep no salient token "
+                         "(their share is all context anchors; the official code crashes there)")
+        if budget.is_set:
+            kept = result.kept_idx.numel()
+            r = budget.retain if budget.retain is not None else kept / total
+            if int(per_frame * r) < (1 - R_TOLERANCE) * per_frame * r:
+                notes.append(f"retain {r:.3g} is {per_frame * r:.1f} tokens per frame; FastVID's r keeps "
+                             f"int({per_frame}*r) = {int(per_frame * r)} per frame, so the budget is shared "
+                             "over segments instead")
+            anchors = int(result.frame_context_num.sum())
+            if kept and abs(anchors / kept - self.stprune_d) > D_TOLERANCE:
+                notes.append(f"context anchors are {anchors / kept:.0%} of the {kept} kept tokens, not d={self.stprune_d:g} "
+                             f"({segments} segments, at least one anchor each, at most {per_frame // 2} per anchor frame)")
+        return notes
+
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         budget = self.resolve_budget(budget)
         rows = whole_frames(tokens, self.name)
@@ -309,6 +344,7 @@ class FastVID(Method):
         )
         if result.extra_salient:
             notes.append(f"exact budget: {result.extra_salient} salient tokens refilled after the per-frame caps")
+        notes += self.regime_notes(result, len(tokens), rows.shape[1], budget)
         keep = rows.flatten()[result.kept_idx]
         order = torch.argsort(keep)
         return Selection(keep=keep[order], features=result.kept_features[order].to(tokens.features.dtype), notes=notes,

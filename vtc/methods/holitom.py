@@ -20,6 +20,7 @@ from ..tokens import Selection, VisualTokens
 from .clustering import assign_to_nearest, density_peaks, top_centres
 from .frames import merged_positions, row_saliency, whole_frames
 from .holitom_inner import DEFAULT_INNER_RATIO, HoliTomInner
+from .thresholds import lowest_fitting_threshold
 
 DEFAULT_RETAIN = 0.1  # RETAIN_RATIO env default
 DEFAULT_TAU = 0.8  # T env default, used by the 0.15-0.25 scripts
@@ -42,6 +43,8 @@ class HoliTomResult:
     token_to_out: torch.Tensor  # [T*N] output row each input token is merged into or kept as (-1: dropped)
     total_reduced: int  # tokens saved by keeping static positions once per window
     retain_after_static: float  # r' (the official ratio; the budget share when ``count`` is given)
+    tau: float  # the threshold used (raised above the one asked when static merging would undercut ``count``)
+    left_at_tau: int  # tokens static merging leaves at the threshold asked
 
 
 def static_window_counts(above: torch.Tensor, max_window_size: int) -> list[list[int]]:
@@ -126,15 +129,23 @@ def holitom_select(
     ceil(L_dyn*r') dynamic tokens per frame (of which round(.*(1-D)) by saliency, the rest DPC-KNN
     merged contextual tokens; D > 0 crashes officially, here it works). With ``count`` the same
     groups (each window's static tokens, each frame's dynamic tokens) share exactly ``count``
-    tokens in proportion to their sizes (:func:`vtc.budget.apportion`) instead of round/ceil per group.
+    tokens in proportion to their sizes (:func:`vtc.budget.apportion`) instead of round/ceil per group,
+    and when static merging at ``tau`` would leave fewer than ``count`` tokens, ``tau`` is raised to
+    the lowest threshold at which it leaves enough (:func:`lowest_fitting_threshold`).
     """
     t, n, _ = features.shape
     x = features.float()
     device = x.device
     normed = F.normalize(x, p=2, dim=-1)
-    above = F.cosine_similarity(normed[:-1], normed[1:], dim=-1) > tau
-    windows, total_reduced = select_static_windows(above, max_window_size)
+    similarity = F.cosine_similarity(normed[:-1], normed[1:], dim=-1)
     total = t * n
+    left_at_tau = total - select_static_windows(similarity > tau, max_window_size)[1]
+    if count is not None and left_at_tau < count:
+        tau = lowest_fitting_threshold(
+            similarity, tau, lambda c: total - select_static_windows(similarity > c, max_window_size)[1] >= count
+        )
+    above = similarity > tau
+    windows, total_reduced = select_static_windows(above, max_window_size)
     ratio = min(retain_ratio / ((total - total_reduced) / total), 1.0)
 
     masks = []
@@ -194,6 +205,8 @@ def holitom_select(
         token_to_out=token_to_out,
         total_reduced=int(total_reduced),
         retain_after_static=ratio,
+        tau=float(tau),
+        left_at_tau=int(left_at_tau),
     )
 
 
@@ -219,9 +232,17 @@ class HoliTom(Method):
     and is met exactly: the groups above (each window's static tokens, each frame's dynamic tokens)
     share ``budget.count(N)`` tokens, one per non-empty group and the rest in proportion to their
     sizes (:func:`vtc.budget.apportion`), instead of the official per-group round/ceil (which lands near, not on,
-    RETAIN_RATIO*N). If static merging already leaves fewer tokens than the budget, everything left
-    is kept and the shortfall is noted. ``tau`` left unset follows the scripts: 0.65 at a retain of
-    at most 10%, else 0.8. Per-frame budgets are refused (static tokens stand for whole windows).
+    RETAIN_RATIO*N). ``tau`` left unset follows the scripts: 0.65 at a retain of at most 10%, else 0.8.
+
+    Static content: the official code caps r' at 1, so when static merging alone leaves fewer tokens
+    than RETAIN_RATIO*N it keeps them all and misses the ratio (on a mostly static 64 x 196 video, 196
+    tokens at every ratio). The paper's retention ratio is the quantity it controls and ``tau`` is its
+    knob for how much counts as static (the scripts pair T=0.65 with 10% and 0.8 with 15-25%, merging
+    less at larger budgets), so vtc raises ``tau`` to the lowest threshold at which the DP's windows
+    leave at least the budget (the saving falls as ``tau`` rises), then clusters down to it as
+    usual, and a note gives both thresholds. Only the most similar positions are merged, over the
+    windows the DP finds for them. Without a budget (RETAIN_RATIO) the official behaviour, shortfall
+    included, is kept. Per-frame budgets are refused (static tokens stand for whole windows).
     Passing both retain_ratio and a budget is refused.
 
     Positions: the official LLaVA path re-packs positions; vtc keeps original position ids. A
@@ -308,9 +329,13 @@ class HoliTom(Method):
             x, saliency, retain_ratio=ratio, tau=tau, beta=self.beta, d=self.d, k=self.k,
             max_window_size=self.max_window_size, count=count,
         )
-        kept = result.out_pos.numel()
-        if count is not None and kept < count:
-            notes.append(f"budget missed by {count - kept}: static merging left only {kept} tokens")
+        if result.tau != tau:
+            notes.append(f"tau raised from {tau:g} to {result.tau:.4f}: static merging at {tau:g} leaves "
+                         f"{result.left_at_tau} tokens, fewer than the budget of {count}")
+        left = len(tokens) - result.total_reduced
+        if count is None and left < ratio * len(tokens):
+            notes.append(f"retain_ratio {ratio:g} asks for about {ratio * len(tokens):.0f} tokens; static merging "
+                         f"left only {left} (r' capped at 1, as the official code)")
         keep = rows[result.out_frame, result.out_pos]
         order = torch.argsort(keep)
         return Selection(keep=keep[order], features=result.out_features[order].to(tokens.features.dtype), notes=notes,

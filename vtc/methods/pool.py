@@ -21,7 +21,7 @@ class SpatialPool(Method):
     block's top-left token. Blocks at a ragged edge average what they hold. Budget: when one is
     given, ``size`` is the smallest block whose pooling stays within it, ceil(sqrt(1/retain))
     (retain 0.25 -> 2x2, 0.5 -> 2x2, 0.1 -> 4x4): a grid cannot hit an arbitrary count, so the
-    result keeps at most the budget and the stats record the real count.
+    result keeps at most the budget and a note in the stats gives the real count.
     """
 
     size: int | None = None
@@ -55,5 +55,9 @@ class SpatialPool(Method):
         first = torch.full((groups.numel(),), len(tokens), dtype=torch.long, device=group.device)
         first.scatter_reduce_(0, inverse, torch.arange(len(tokens), device=group.device), reduce="amin")
         order = torch.argsort(first)
-        return Selection(keep=first[order], features=means[order].to(tokens.features.dtype),
+        notes = []
+        if budget.is_set and self.size is None and groups.numel() != budget.count(len(tokens)):
+            notes.append(f"{size}x{size} blocks keep {groups.numel()} tokens for a budget of "
+                         f"{budget.count(len(tokens))} (pooling keeps whole blocks)")
+        return Selection(keep=first[order], features=means[order].to(tokens.features.dtype), notes=notes,
                          merged_into=torch.argsort(order)[inverse])

@@ -18,6 +18,7 @@ from ..registry import register
 from ..tokens import Selection, VisualTokens
 from .clustering import assign_to_nearest, density_peaks
 from .frames import merged_positions, whole_frames
+from .thresholds import lowest_fitting_threshold
 
 DEFAULT_CLUSTER_RATIO = 0.5
 CLUSTER_ABOVE = 14  # official: only groups of more than 14 tokens are clustered
@@ -36,6 +37,8 @@ class PruneVidResult:
     labels_refined: torch.Tensor  # [T] after refine_clusters
     temporal_clusters: int  # clusters actually used for the frames (after clamping)
     temporal_k: int  # neighbours actually used for the frame density (after clamping)
+    tau: float  # the static threshold used (raised above the one asked when merging would undercut ``count``)
+    left_at_tau: int  # tokens static merging leaves at the threshold asked
 
 
 def ranked_clusters(x: torch.Tensor, n: int, k: int) -> torch.Tensor:
@@ -108,7 +111,9 @@ def prunevid_merge(
     Without ``count`` this is the official computation (groups of more than 14 tokens clustered
     into int(n*cluster_ratio)); with ``count`` every group (each window's static tokens, each
     frame's dynamic tokens) gets its share of exactly ``count`` outputs (:func:`apportion`) and is
-    clustered whenever that share is below its size. Fixes: k and the frame-cluster count are
+    clustered whenever that share is below its size, and when static merging at ``tau`` would
+    leave fewer than ``count`` tokens, ``tau`` is raised to the lowest threshold at which it leaves
+    enough (:func:`lowest_fitting_threshold`). Fixes: k and the frame-cluster count are
     clamped to what T allows, a one-frame window has no static tokens (officially 0/0), and a
     clustered group gets at least one cluster.
     """
@@ -121,14 +126,24 @@ def prunevid_merge(
     refined = refine_clusters(labels_raw.tolist())
     windows = runs(refined)
 
-    masks = []
+    similarity = []  # per window: each position's mean pairwise cosine over the window's frames
     for s, e in windows:
         w = e - s + 1
         if w == 1:
-            masks.append(torch.zeros(n, dtype=torch.bool, device=device))
+            similarity.append(torch.full((n,), -torch.inf, device=device))  # never static
             continue
         total = F.normalize(x[s : e + 1], p=2, dim=-1).sum(dim=0)
-        masks.append(((total * total).sum(dim=-1) - w) / (w * (w - 1)) > tau)
+        similarity.append(((total * total).sum(dim=-1) - w) / (w * (w - 1)))
+    similarity_all = torch.stack(similarity)
+    saved_per_token = torch.tensor([e - s for s, e in windows], dtype=torch.long, device=device)[:, None]
+
+    def left(threshold: float | torch.Tensor) -> int:
+        return t * n - int((saved_per_token * (similarity_all > threshold)).sum())
+
+    left_at_tau = left(tau)
+    if count is not None and left_at_tau < count:
+        tau = lowest_fitting_threshold(similarity_all, tau, lambda c: left(c) >= count)
+    masks = list(similarity_all > tau)
 
     groups: list[tuple[torch.Tensor, int, bool]] = []  # ([W_g, n_g] input rows t*L+p, one token per column; window; static)
     positions = torch.arange(n, device=device)
@@ -171,6 +186,8 @@ def prunevid_merge(
         labels_refined=torch.tensor(refined, dtype=torch.long, device=device),
         temporal_clusters=temporal_clusters,
         temporal_k=temporal_k,
+        tau=float(tau),
+        left_at_tau=left_at_tau,
     )
 
 
@@ -198,10 +215,17 @@ class PruneVid(Method):
     retain fraction thus maps to an effective cluster ratio of count / tokens left after static
     merging), and every group whose share is
     below its size is clustered, whatever its size (the official "more than 14" rule would
-    overshoot small budgets). If static merging already leaves fewer tokens than the budget, all
-    are kept and the shortfall is noted; with fewer outputs than groups, the smallest groups are
-    dropped and that is noted. Per-frame budgets are refused (static tokens stand for whole
-    windows). Passing both cluster_ratio and a budget is refused.
+    overshoot small budgets). With fewer outputs than groups, the smallest groups are dropped and
+    that is noted. Per-frame budgets are refused (static tokens stand for whole windows). Passing
+    both cluster_ratio and a budget is refused.
+
+    Static content: merging every static position over its window can leave fewer tokens than the
+    budget (a mostly static 64 x 196 video: 958 tokens whatever the budget). PruneVid's token count
+    is set by its thresholds and ratios; the paper ablates ``tau`` as the knob for how much is
+    merged, so vtc raises ``tau`` to the lowest threshold at which static merging leaves at least
+    the budget (only the most similar positions of each window are merged), clusters down to it as
+    usual, and a note gives both thresholds. The windows (frame clustering) do not depend on
+    ``tau`` and stay as they are. Without a budget (``cluster_ratio``) the official computation is kept.
 
     Positions: PLLaVA re-packs the sequence, so the official code has none. vtc gives each output
     token the position ids of its earliest member row (lowest frame, then raster order); for a
@@ -259,9 +283,10 @@ class PruneVid(Method):
         if result.temporal_clusters != int(frames * self.temporal_segment_ratio):
             notes.append(f"frame clustering: {result.temporal_clusters} cluster(s) for {frames} frames "
                          f"(int({frames}*{self.temporal_segment_ratio}) is not usable)")
+        if result.tau != self.tau:
+            notes.append(f"tau raised from {self.tau:g} to {result.tau:.4f}: static merging at {self.tau:g} leaves "
+                         f"{result.left_at_tau} tokens, fewer than the budget of {count}")
         kept_out = result.out_features.shape[0]
-        if count is not None and kept_out != count:
-            notes.append(f"budget missed by {count - kept_out}: static merging and the group count allow {kept_out}")
         flat_rows = rows.flatten()
         member = result.token_to_out >= 0
         if not bool(member.all()):

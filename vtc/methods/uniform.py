@@ -18,7 +18,7 @@ class UniformFrames(Method):
 
     Budget: the number of frames kept is the token budget divided by tokens per frame, rounded
     down (at least one frame), so the result never exceeds the budget except for that one-frame
-    minimum; the stats record the real count. ``scope='frame'`` is meaningless here and refused.
+    minimum; a note in the stats gives the real count. ``scope='frame'`` is meaningless here and refused.
     """
 
     stage = "prefill"
@@ -31,4 +31,9 @@ class UniformFrames(Method):
         n_keep = min(len(frames), max(1, int(budget.count(len(tokens)) / per_frame + 1e-9)))
         chosen = torch.linspace(0, len(frames) - 1, n_keep).round().long().unique().tolist()
         keep = torch.cat([frames[i] for i in chosen])
-        return Selection(keep=torch.sort(keep).values)
+        count = budget.count(len(tokens))
+        notes = []
+        if keep.numel() != count:
+            notes.append(f"{len(chosen)} whole frame(s) keep {keep.numel()} tokens for a budget of {count}"
+                         + (" (at least one frame)" if keep.numel() > count else ""))
+        return Selection(keep=torch.sort(keep).values, notes=notes)

@@ -8,7 +8,7 @@ import torch
 from ..budget import Budget
 from ..method import top_k_stable
 from ..registry import register
-from .base import Frames, Plan, Selector, UnitCost, affordable_units, cosine, require_query, token_budget, unit_novelty
+from .base import Frames, Plan, Selector, UnitCost, affordable_units, cosine, frame_novelty, require_query, token_budget
 
 
 DEFAULT_CLIP_LENGTH = 4  # frame groups (8 frames on Qwen): a couple of seconds at the usual 2 fps
@@ -22,7 +22,9 @@ class KeyClips(Selector):
     F2C (Sun et al., 2025; no official code). vtc's reading of the paper:
       1. Relevance per frame group: cosine between pooled visual features and the question
          (``relevance="query"``, the paper's CLIP/SigLIP score; here the wrapped model's own
-         features), or codec-style novelty (``relevance="novelty"``) when no question applies.
+         features), or codec-style novelty (``relevance="novelty"``) when no question applies: a
+         group's most novel frame, where the first frame, having nothing to be novel against,
+         scores 0 (an anchor marks where something happens, and frame 0 would otherwise always win).
       2. Anchors: frame-wise selection would afford K = budget // tokens-per-group groups at full
          resolution; anchors are the K most relevant groups, taken greedily with temporal
          suppression (an anchor's clip may not overlap another's), the paper's relevance+diversity.
@@ -55,9 +57,9 @@ class KeyClips(Selector):
         if self.relevance == "query":
             require_query(self.name, frames)
             return cosine(frames.features, frames.query)
-        score = unit_novelty(frames.thumbs)
-        finite = score[torch.isfinite(score)]
-        return torch.nan_to_num(score, posinf=float(finite.max()) + 1.0 if finite.numel() else 1.0)
+        novelty = frame_novelty(frames.thumbs)
+        novelty = torch.where(torch.isfinite(novelty), novelty, torch.zeros_like(novelty))
+        return novelty.view(len(frames), -1).amax(dim=1)
 
     def plan(self, frames: Frames, budget: Budget, cost: UnitCost) -> Plan:
         if self.clip_length is not None and len(frames) < self.clip_length:

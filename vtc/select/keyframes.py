@@ -24,6 +24,8 @@ class Keyframes(Selector):
     novel. The most novel groups are keyframes and keep every token; with ``context_share`` > 0 the
     remaining budget goes to further groups at that fraction of their tokens (evenly strided over
     the frame), in novelty order, so predicted frames still give temporal context at a lower rate.
+    When every group fits as context and budget is left, the most novel context groups become
+    keyframes until it is spent (less than one group's difference left).
 
     Deviations: KFFocus's spatiotemporal condensation module is trained; vtc keeps a strided subset
     instead. Token shares apply inside ``vtc.wrap``; the ``VideoProcessor`` path takes one resolution
@@ -59,11 +61,15 @@ class Keyframes(Selector):
         use_shares = cost.shares and self.context_share > 0
         if not use_shares and self.context_share > 0 and not cost.shares:
             notes.append("context_share ignored: this path keeps whole frame groups")
-        key_budget = total if not use_shares else max(per_unit, int(total * self.keyframe_share))
+        key_budget = total if not use_shares or total < per_unit else max(per_unit, int(total * self.keyframe_share))
         n_key = min(len(frames), affordable_units(self.name, budget, key_budget, per_unit, notes))
-        keep, shares = order[:n_key].tolist(), [1.0] * n_key
         if use_shares:
             context_tokens = max(1, round(self.context_share * per_unit))
+            if per_unit > context_tokens:  # every group fits as context: spend the rest on more keyframes
+                promoted = (total - len(frames) * context_tokens) // (per_unit - context_tokens)
+                n_key = max(n_key, min(len(frames), promoted))
+        keep, shares = order[:n_key].tolist(), [1.0] * n_key
+        if use_shares:
             spare = total - n_key * per_unit
             n_context = min(len(frames) - n_key, max(0, spare // context_tokens))
             keep += order[n_key : n_key + n_context].tolist()

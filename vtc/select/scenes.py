@@ -1,4 +1,4 @@
-"""TDC-style scene segmentation: split by inter-frame similarity, spend the budget scene by scene."""
+"""TDC-style scene segmentation: cut at the least similar transitions, spend the budget scene by scene."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from ..budget import Budget, apportion
+from ..method import top_k_stable
 from ..registry import register
 from .base import Frames, Plan, Selector, UnitCost, affordable_units, evenly, token_budget
 
@@ -13,36 +14,40 @@ from .base import Frames, Plan, Selector, UnitCost, affordable_units, evenly, to
 @register("scenes")
 @dataclass
 class Scenes(Selector):
-    """Before the encoder: cut the video into scenes where consecutive frames stop resembling each other.
+    """Before the encoder: cut the video into scenes at its least similar transitions, keep each scene's first group.
 
-    TDC (Temporal Dynamic Context) segments a video into scenes by inter-frame similarity and
-    keeps frames per scene (its query-based temporal compressor is trained and not reproduced).
-    Here consecutive frame groups are compared by the mean absolute difference of their
-    thumbnails; a scene starts where it exceeds ``threshold`` (intensity in [0, 1]). The budget is
-    apportioned over scenes (one group per scene first, the rest by scene length, vtc.budget.apportion)
-    and each scene keeps evenly spaced groups, so every scene is seen. Scene starts (unit positions)
-    go to ``vtc_stats.scenes``.
+    TDC (Temporal Dynamic Context; official code Hoar012/TDC-Video, ``adapt_segment``) cuts the video
+    at the ``max_num_segments`` (24) consecutive-frame transitions of lowest cosine similarity (a fixed
+    threshold is only an ablation there), and within each scene keeps the first frame of every chunk
+    whole as the static frame (the other frames go to a trained Q-Former, not reproduced). Here the
+    budget sets the number of scenes: with room for K groups, the video is cut at its K-1 least
+    similar transitions (at most ``max_scenes`` - 1, the official 24), each scene keeps its first
+    group, and budget beyond one group per scene is apportioned over the scenes by length
+    (vtc.budget.apportion) as evenly spaced groups from the first. Similarity is the mean absolute
+    difference of consecutive groups' thumbnails (mean over a group's frames), since the selector sees
+    pixels, not the DINO features TDC compares; ties go to the earlier transition. Scene starts (unit
+    positions) go to ``vtc_stats.scenes``.
     """
 
-    threshold: float = 0.12
+    max_scenes: int = 25
     whole_video_only = "chooses whole frames"
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold is a mean intensity difference in (0, 1), got {self.threshold}")
+        if self.max_scenes < 1:
+            raise ValueError(f"max_scenes must be >= 1, got {self.max_scenes}")
 
-    def boundaries(self, frames: Frames) -> list[int]:
+    def boundaries(self, frames: Frames, scenes: int) -> list[int]:
+        """Starts of ``scenes`` scenes: 0 and the groups after the scenes-1 largest changes."""
         means = frames.thumbs.float().mean(dim=1).flatten(1)
         change = (means[1:] - means[:-1]).abs().mean(dim=1)
-        return [0] + (torch.nonzero(change > self.threshold).flatten() + 1).tolist()
+        cuts = top_k_stable(change, max(0, min(scenes, len(frames)) - 1))
+        return [0] + sorted((cuts + 1).tolist())
 
     def plan(self, frames: Frames, budget: Budget, cost: UnitCost) -> Plan:
         notes: list[str] = []
         count = affordable_units(self.name, budget, token_budget(budget, len(frames), cost), cost.full, notes)
-        starts = self.boundaries(frames)
+        starts = self.boundaries(frames, min(count, self.max_scenes))
         ends = starts[1:] + [len(frames)]
         sizes = [e - s for s, e in zip(starts, ends)]
         keep = [start + evenly(n, size) for start, size, n in zip(starts, sizes, apportion(sizes, count)) if n]
-        if count < len(starts):
-            notes.append(f"{len(starts)} scenes but a budget of {count} groups: the longest scenes were kept")
         return Plan(keep=torch.cat(keep).to(frames.times.device), scenes=starts, notes=notes)
