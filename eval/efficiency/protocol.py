@@ -6,6 +6,8 @@ time. On CUDA, intervals come from ``torch.cuda.Event`` pairs and memory from th
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import statistics
 import time
 from pathlib import Path
@@ -46,12 +48,24 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the kernel (glibc ``malloc_trim``), so that the resident set
+    before a block holds live data only and the block's high-water mark shows its own peak; without
+    it, pages an earlier configuration freed are reused unseen and the peak reads near zero."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the peak then counts only growth of the heap
+        pass
+
+
 class PeakMemory:
     """Peak memory added by a block, in MiB.
 
     CUDA: ``max_memory_allocated`` minus what was allocated before (tensors only). CPU: the kernel's
     resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs) minus the resident set
-    before the block: every page the process touched, tensors and allocator caches included.
+    before the block, after freed heap pages were returned (:func:`release_free_memory`): every page
+    the block touched, tensors and allocator caches included.
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -64,6 +78,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.before = torch.cuda.memory_allocated()
         else:
+            release_free_memory()
             CLEAR_REFS.write_text("5")
             self.before = _status_kib("VmRSS") * 1024
         return self
@@ -78,9 +93,19 @@ class PeakMemory:
 
 
 def interleaved(configs: dict[str, Callable[[], dict]], repeats: int, warmup: int = 1,
-                progress: Callable[[str], None] = print) -> dict[str, dict]:
-    """Run every configuration once per round, ``warmup`` rounds discarded; median of each field."""
+                progress: Callable[[str], None] = print, warm: list[str] | None = None) -> dict[str, dict]:
+    """Run every configuration once per round, ``warmup`` rounds discarded; median of each field.
+
+    ``warm`` names configurations to run once (discarded) before the rounds, instead of warm-up rounds:
+    at realistic sizes a full warm-up round costs as much as a measured one, while first-call costs
+    (lazy imports, allocator growth) need only one cheap call of each method.
+    """
     samples: dict[str, list[dict]] = {name: [] for name in configs}
+    if warm is not None:
+        for name in warm:
+            configs[name]()
+        progress(f"warm-up calls done ({len(warm)})")
+        warmup = 0
     for round_ in range(warmup + repeats):
         for name, run in configs.items():
             result = run()

@@ -17,6 +17,14 @@ def add_ratios(rows: list[dict]) -> None:
         r["stage_share_of_prefill"] = r["stage_ms_total"] / base["llm_ms"]
 
 
+def title(meta: dict) -> str:
+    """What the file measured: the model and input only when a part ran the model."""
+    parts = ", ".join(meta["parts"])
+    if not {"prefill", "decode", "throughput"} & set(meta["parts"]):
+        return f"compression step alone, no model ({parts})"
+    return f"{meta['model']}, {meta['frames']} frames at {meta['size']} px ({parts})"
+
+
 def _table(header: list[str], lines: list[list]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return out + ["| " + " | ".join(str(c) for c in line) + " |" for line in lines]
@@ -24,15 +32,19 @@ def _table(header: list[str], lines: list[list]) -> list[str]:
 
 def markdown(result: dict) -> str:
     meta = result["meta"]
-    parts = [f"# Efficiency: {meta['model']}, {meta['frames']} frames at {meta['size']} px ({', '.join(meta['parts'])})", "",
-             f"Command: `{meta['command']}`", "",
+    parts = [f"# Efficiency: {title(meta)}", "", f"Command: `{meta['command']}`", ""]
+    parts += [f"**Note:** {note}" for note in meta.get("notes", [])] + ([""] if meta.get("notes") else [])
+    warmup = {"calls": "one discarded warm-up call per method (at its smallest retain)"}.get(
+        meta["warmup"], "1 warm-up round")
+    parts += [
              f"Machine: {meta['machine']}; torch {meta['torch']}, {meta['threads']} thread(s), {meta['device']} "
              f"{meta['dtype']} sdpa. Load average (1, 5, 15 min) at start {meta['load_start']}, at end {meta['load_end']}. "
-             f"Protocol: configurations interleaved round-robin, {meta['warmup']} warm-up round, median of {meta['repeats']}; "
+             f"Protocol: configurations interleaved round-robin, {warmup}, median of {meta['repeats']} rounds; "
              "ms = wall, cpu = process CPU time. Ratios use CPU time of the language model (hooks on it; vtc's "
              "prefill stages run before it and are listed apart). FLOP-ideal = LLM prefill FLOPs uncompressed / "
              "compressed (causal attention counted, eval/efficiency/flops.py). Peak MiB: resident-set high-water "
-             "mark above the start of the forward (CPU) or allocator peak (CUDA). KV MiB: the cache's key and value tensors.",
+             "mark above the resident set at the start of the forward, freed heap pages returned first (CPU), or "
+             "allocator peak above what was allocated (CUDA). KV MiB: the cache's key and value tensors.",
              ""]
     rows = result["prefill"]
     parts += [] if not rows else _table(["method", "retain", "visual tokens (last layer)", "vision ms", "vtc stages ms", "stage / LLM prefill",
@@ -43,10 +55,15 @@ def markdown(result: dict) -> str:
                       f"{r['peak_mib']:.0f}", f"{r['kv_mib']:.1f}", f"{r['speedup']:.2f}x", f"{r['ideal_speedup']:.2f}x",
                       f"{r['measured_over_ideal']:.2f}"] for r in rows])
     if result.get("decode"):
-        parts += ["", f"## Decode: ms per token over {result['decode'][0]['decode_tokens']} greedy tokens", ""]
-        parts += _table(["method", "retain", "ms / token", "cpu ms / token"],
-                        [[r["method"], r["retain"], f"{r['decode_ms_per_token']:.1f}", f"{r['decode_cpu_ms_per_token']:.1f}"]
-                         for r in result["decode"]])
+        d = result["decode"][0]
+        parts += ["", f"## Decode: ms per token over {d['decode_tokens']} greedy tokens "
+                  f"(median of {meta.get('decode_repeats', meta['repeats'])} run(s))", "",
+                  "Mean over the tokens, and the median of the per-token intervals (robust to a burst of another "
+                  "user's load). KV positions: what the last layer's cache holds after the prefill.", ""]
+        parts += _table(["method", "retain", "KV positions", "ms / token (cpu)", "median ms / token (cpu)"],
+                        [[r["method"], r["retain"], r["kv_tokens_last_layer"],
+                          f"{r['decode_ms_per_token']:.1f} ({r['decode_cpu_ms_per_token']:.1f})",
+                          f"{r['decode_median_ms']:.1f} ({r['decode_median_cpu_ms']:.1f})"] for r in result["decode"]])
     if result.get("throughput"):
         t = result["throughput_meta"]
         parts += ["", f"## Batched prefill throughput ({t['frames']} frames at {t['size']} px per video, left-padded)", ""]
