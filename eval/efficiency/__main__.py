@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
                          args.warmup, "decode")
     if "throughput" in args.parts:
         batched = throughput(model, args.throughput_frames, args.throughput_size, args.batches,
-                             [(None, 1.0)] + [split_config(t) for t in args.throughput_methods], args.repeats)
+                             [(None, 1.0)] + [split_config(t) for t in args.throughput_methods], args.repeats,
+                             args.warmup)
     if "scaling" in args.parts:
         plain = [m for m in args.methods if "@" not in m]
         scaled = scaling(plain, args.scaling_frames, args.scaling_dim, 0.25, args.repeats, args.scaling_limit_s)

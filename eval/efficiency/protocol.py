@@ -11,7 +11,7 @@ import gc
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Hashable
 
 import torch
 
@@ -92,15 +92,15 @@ class PeakMemory:
         self.mib = (peak - self.before) / 2**20
 
 
-def interleaved(configs: dict[str, Callable[[], dict]], repeats: int, warmup: int = 1,
-                progress: Callable[[str], None] = print, warm: list[str] | None = None) -> dict[str, dict]:
+def interleaved(configs: dict[Hashable, Callable[[], dict]], repeats: int, warmup: int = 1,
+                progress: Callable[[str], None] = print, warm: list[Hashable] | None = None) -> dict[Hashable, dict]:
     """Run every configuration once per round, ``warmup`` rounds discarded; median of each field.
 
     ``warm`` names configurations to run once (discarded) before the rounds, instead of warm-up rounds:
     at realistic sizes a full warm-up round costs as much as a measured one, while first-call costs
     (lazy imports, allocator growth) need only one cheap call of each method.
     """
-    samples: dict[str, list[dict]] = {name: [] for name in configs}
+    samples: dict[Hashable, list[dict]] = {name: [] for name in configs}
     if warm is not None:
         for name in warm:
             configs[name]()

@@ -20,9 +20,11 @@ def add_ratios(rows: list[dict]) -> None:
 def title(meta: dict) -> str:
     """What the file measured: the model and input only when a part ran the model."""
     parts = ", ".join(meta["parts"])
-    if not {"prefill", "decode", "throughput"} & set(meta["parts"]):
-        return f"compression step alone, no model ({parts})"
-    return f"{meta['model']}, {meta['frames']} frames at {meta['size']} px ({parts})"
+    if {"prefill", "decode"} & set(meta["parts"]):
+        return f"{meta['model']}, {meta['frames']} frames at {meta['size']} px ({parts})"
+    if "throughput" in meta["parts"]:
+        return f"{meta['model']}, batched prefill ({parts})"
+    return f"compression step alone, no model ({parts})"
 
 
 def _table(header: list[str], lines: list[list]) -> list[str]:
@@ -67,8 +69,10 @@ def markdown(result: dict) -> str:
     if result.get("throughput"):
         t = result["throughput_meta"]
         parts += ["", f"## Batched prefill throughput ({t['frames']} frames at {t['size']} px per video, left-padded)", ""]
-        parts += _table(["batch", "method", "retain", "TTFT ms (cpu)", "videos / s", "videos / cpu s", "peak MiB"],
-                        [[r["batch"], r["method"], r["retain"], f"{r['ttft_ms']:.0f} ({r['ttft_cpu_ms']:.0f})",
+        parts += _table(["batch", "method", "retain", "visual tokens (sample 0)", "TTFT ms (cpu)", "videos / s",
+                         "videos / cpu s", "peak MiB"],
+                        [[r["batch"], r["method"], r["retain"], f"{r['visual_tokens']}->{r['kept_tokens']}",
+                          f"{r['ttft_ms']:.0f} ({r['ttft_cpu_ms']:.0f})",
                           f"{r['videos_per_s']:.2f}", f"{r['videos_per_cpu_s']:.2f}", f"{r['peak_mib']:.0f}"]
                          for r in result["throughput"]])
     if result.get("scaling"):
