@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "prefill" in args.parts:
         rows = measure(configs(args.methods, args.retains, args.extra),
                        lambda s, r: prefill_probe(model, inputs, s, r), args.repeats, args.warmup, "prefill")
-        report.add_ratios(rows)
+        report.add_ratios(rows, gpu=args.device.startswith("cuda"))
     decode_repeats = args.decode_repeats or args.repeats
     if "decode" in args.parts:
         decode = measure(configs(args.decode_methods, args.decode_retains, []),
@@ -113,9 +113,11 @@ def main(argv: list[str] | None = None) -> dict:
                              args.warmup)
     if "scaling" in args.parts:
         plain = [m for m in args.methods if "@" not in m]
-        scaled = scaling(plain, args.scaling_frames, args.scaling_dim, 0.25, args.repeats, args.scaling_limit_s)
+        scaled = scaling(plain, args.scaling_frames, args.scaling_dim, 0.25, args.repeats, args.scaling_limit_s,
+                         torch.device(args.device))
     if "divprune" in args.parts:
-        divprune = [divprune_at(n, SHAPE_7B["hidden"], SHAPE_7B, 0.25, args.repeats) for n in args.divprune_tokens]
+        divprune = [divprune_at(n, SHAPE_7B["hidden"], SHAPE_7B, 0.25, args.repeats, torch.device(args.device))
+                    for n in args.divprune_tokens]
     result = dict(
         meta=dict(command="python -m eval.efficiency " + shlex.join(argv if argv is not None else sys.argv[1:]),
                   model=args.model, shape=describe(args.model), frames=args.frames, size=args.size,

@@ -20,9 +20,15 @@ CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 class Stopwatch:
-    """Named time marks; ``ms(a, b)`` gives (wall ms, CPU ms) between two marks."""
+    """Named time marks; ``ms(a, b)`` gives (wall ms, CPU ms) between two marks.
+
+    On CUDA the wall interval is the GPU's: an event recorded on the device's current stream at each
+    mark (kernels are queued asynchronously, so the host clock would time the launches, not the work);
+    the CPU figure is then the host's launch time.
+    """
 
     def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.cuda = device.type == "cuda"
         self.marks: dict[str, tuple] = {}
 
@@ -30,15 +36,21 @@ class Stopwatch:
         event = None
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
-            event.record()
+            event.record(torch.cuda.current_stream(self.device))
         self.marks[name] = (time.perf_counter(), time.process_time(), event)
 
     def ms(self, start: str, end: str) -> tuple[float, float]:
         (w0, c0, e0), (w1, c1, e1) = self.marks[start], self.marks[end]
         if self.cuda:
-            torch.cuda.synchronize()
+            e1.synchronize()
             return e0.elapsed_time(e1), (c1 - c0) * 1000.0
         return (w1 - w0) * 1000.0, (c1 - c0) * 1000.0
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (nothing to wait for on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _status_kib(field: str) -> int:
@@ -69,14 +81,15 @@ class PeakMemory:
     """
 
     def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.cuda = device.type == "cuda"
         self.mib = float("nan")
 
     def __enter__(self) -> "PeakMemory":
         if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.before = torch.cuda.memory_allocated()
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.before = torch.cuda.memory_allocated(self.device)
         else:
             release_free_memory()
             CLEAR_REFS.write_text("5")
@@ -85,8 +98,8 @@ class PeakMemory:
 
     def __exit__(self, *exc) -> None:
         if self.cuda:
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated()
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
         else:
             peak = _status_kib("VmHWM") * 1024
         self.mib = (peak - self.before) / 2**20
