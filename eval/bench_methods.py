@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -37,8 +38,11 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=3584)
     parser.add_argument("--retain", type=float, default=0.25)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: comparable on a shared machine)")
     parser.add_argument("--out", type=Path, default=Path("eval/results/method_ms_cpu.md"))
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load = [round(x, 2) for x in os.getloadavg()]
     tokens = features(args.frames, args.side, args.dim)
     budget = Budget(retain=args.retain)
     rows = []
@@ -47,25 +51,27 @@ def main() -> None:
         if cls.stage != "prefill":
             continue
         method = cls()
-        best = float("inf")
+        best, best_cpu = float("inf"), float("inf")
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             selection = method.compress(tokens, method.resolve_budget(budget))
-            best = min(best, time.perf_counter() - start)
-        rows.append({"method": name, "ms": best * 1000.0, "kept": int(selection.keep.numel())})
+            best, best_cpu = min(best, time.perf_counter() - start), min(best_cpu, time.process_time() - cpu)
+        rows.append({"method": name, "ms": best * 1000.0, "cpu_ms": best_cpu * 1000.0, "kept": int(selection.keep.numel()),
+                     "budget": budget.count(len(tokens))})
         print(f"{name}: {best * 1000.0:.1f} ms, kept {selection.keep.numel()}", flush=True)
     n = len(tokens)
     lines = [
         f"# Compression step alone: {args.frames} frames x {args.side}x{args.side} tokens (N={n}), D={args.dim}, "
         f"retain {args.retain}",
         "",
-        f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-        f"best of {args.repeats}. Command: `python eval/bench_methods.py` (defaults). Layer-stage methods are "
-        "timed inside the model by `eval/bench_prefill.py`.",
+        f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}; "
+        f"best of {args.repeats}, wall and process CPU time; load average at start {load} (shared machine). "
+        "Command: `python eval/bench_methods.py` (defaults). Layer-stage methods are timed inside the model by "
+        "`python -m eval.efficiency`; cost against video length: eval/results/efficiency_scaling_cpu.md.",
         "",
-        "| method | ms | tokens kept |",
+        "| method | ms (cpu) | tokens kept / budget |",
         "|---|---|---|",
-    ] + [f"| {r['method']} | {r['ms']:.1f} | {r['kept']} |" for r in rows]
+    ] + [f"| {r['method']} | {r['ms']:.1f} ({r['cpu_ms']:.1f}) | {r['kept']} / {r['budget']} |" for r in rows]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))

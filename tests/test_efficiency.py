@@ -16,14 +16,17 @@ PREFILL = {"method", "retain", "visual_tokens", "kept_tokens", "last_layer_token
 def test_benchmark_writes_every_field(tmp_path: Path) -> None:
     out = tmp_path / "eff"
     main(["--model", "tiny", "--frames", "16", "--size", "56", "--methods", "dtd", "fastv@2", "divprune",
-          "--retains", "0.5", "0.25", "--repeats", "1", "--decode-tokens", "3", "--batches", "1", "2",
-          "--throughput-frames", "16", "--throughput-size", "56", "--scaling-frames", "8", "16",
+          "--retains", "0.5", "0.25", "--extra", "random:1.0", "--repeats", "1", "--warmup", "calls",
+          "--decode-tokens", "3", "--decode-retains", "0.1", "--batches", "1", "2",
+          "--throughput-frames", "16", "--throughput-size", "56", "--throughput-methods", "dtd:0.25",
+          "--note", "a note", "--scaling-frames", "8", "16",
           "--scaling-dim", "16", "--divprune-tokens", "196", "--out", str(out)])
     result = json.loads(out.with_suffix(".json").read_text())
     assert out.with_suffix(".md").is_file() and out.with_suffix(".png").stat().st_size > 0
     rows = result["prefill"]
     assert [(r["method"], r["retain"]) for r in rows] == [("none", 1.0), ("dtd", 0.5), ("dtd", 0.25), ("fastv@2", 0.5),
-                                                         ("fastv@2", 0.25), ("divprune", 0.5), ("divprune", 0.25)]
+                                                         ("fastv@2", 0.25), ("divprune", 0.5), ("divprune", 0.25),
+                                                         ("random", 1.0)]
     for row in rows:
         assert PREFILL <= set(row)
         assert all(not math.isnan(v) for v in row.values() if isinstance(v, float))
@@ -32,9 +35,11 @@ def test_benchmark_writes_every_field(tmp_path: Path) -> None:
     assert rows[2]["kept_tokens"] < rows[1]["kept_tokens"] < rows[0]["kept_tokens"]
     assert rows[2]["kv_mib"] < rows[0]["kv_mib"]
     assert {(r["method"], r["decode_tokens"]) for r in result["decode"]} == {("none", 3), ("random", 3)}
-    assert all(r["decode_ms_per_token"] > 0 for r in result["decode"])
+    assert all(r["decode_ms_per_token"] > 0 and r["decode_median_ms"] > 0 and r["kv_tokens_last_layer"] > 0
+               for r in result["decode"])
     assert {(r["batch"], r["method"]) for r in result["throughput"]} == {(b, m) for b in (1, 2) for m in ("none", "dtd")}
     assert set(result["scaling"]) == {"dtd", "divprune"}
     assert all(len(s["points"]) == 2 and not math.isnan(s["exponent"]) for s in result["scaling"].values())
-    assert {"share_of_prefill", "prefill_cpu_ms_estimate", "gemm_gflops"} <= set(result["divprune"][0])
+    assert {"share_of_prefill", "prefill_ms_estimate", "gemm_gflops"} <= set(result["divprune"][0])
+    assert "a note" in out.with_suffix(".md").read_text()
     assert result["meta"]["load_start"] and result["meta"]["command"].startswith("python -m eval.efficiency")

@@ -8,6 +8,7 @@ between the end of the prefill call and the end of the last call.
 """
 from __future__ import annotations
 
+import statistics
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -59,6 +60,18 @@ def kv_bytes(cache) -> int:
                if t is not None)
 
 
+def tokens_per_layer(model, inputs: dict, stats) -> tuple[int, int, list[int]]:
+    """Sample 0's visual tokens, those entering the LLM, and the positions each layer processes."""
+    sequence = inputs["input_ids"].shape[1]
+    if stats is not None:
+        visual, kept = stats.visual_tokens[0], stats.tokens_kept[0]
+        cuts = {k: len(v[0]) for k, v in stats.layer_kept_indices.items()}
+    else:
+        visual = kept = int((inputs["input_ids"][0] == model.config.video_token_id).sum())
+        cuts = {}
+    return visual, kept, per_layer_tokens(sequence, visual, kept, cuts, shape_of(model)["layers"])
+
+
 def prefill_probe(model, inputs: dict, spec: str | None, retain: float) -> dict:
     """Times, memory, KV bytes, tokens per layer and FLOPs of one compressed prefill."""
     watch = Stopwatch(model.device)
@@ -71,14 +84,8 @@ def prefill_probe(model, inputs: dict, spec: str | None, retain: float) -> dict:
         stats = getattr(model, "vtc_stats", None) if spec else None
     shape = shape_of(model)
     sequence = inputs["input_ids"].shape[1]
-    if stats is not None:
-        visual, kept = stats.visual_tokens[0], stats.tokens_kept[0]
-        cuts = {k: len(v[0]) for k, v in stats.layer_kept_indices.items()}
-        stages = {name: ms for name, ms in stats.ms_per_stage.items()}
-    else:
-        visual = kept = int((inputs["input_ids"][0] == model.config.video_token_id).sum())
-        cuts, stages = {}, {}
-    layers = per_layer_tokens(sequence, visual, kept, cuts, shape["layers"])
+    visual, kept, layers = tokens_per_layer(model, inputs, stats)
+    stages = dict(stats.ms_per_stage) if stats is not None else {}
     total, total_cpu = watch.ms("start", "end")
     vision, vision_cpu = watch.ms("vision_start", "vision_end")
     llm, llm_cpu = watch.ms("lm_start", "lm_end1")
@@ -90,11 +97,17 @@ def prefill_probe(model, inputs: dict, spec: str | None, retain: float) -> dict:
 
 
 def decode_probe(model, inputs: dict, spec: str | None, retain: float, new_tokens: int) -> dict:
-    """Milliseconds per decoded token over ``new_tokens`` greedy tokens after the prefill."""
+    """Milliseconds per decoded token over ``new_tokens`` greedy tokens after the prefill: the mean, and the
+    median of the per-token intervals (robust to another user's burst on a shared machine)."""
     watch = Stopwatch(model.device)
     with compression(model, spec, retain), timing_hooks(model, watch), torch.no_grad():
         model.generate(**inputs, max_new_tokens=new_tokens + 1, min_new_tokens=new_tokens + 1, do_sample=False)
+        stats = getattr(model, "vtc_stats", None) if spec else None
+    _, _, layers = tokens_per_layer(model, inputs, stats)
     steps = watch.calls - 1
     wall, cpu = watch.ms("lm_end1", f"lm_end{watch.calls}")
+    per_step = [watch.ms(f"lm_end{k}", f"lm_end{k + 1}") for k in range(1, watch.calls)]
     return dict(method=spec or "none", retain=retain if spec else 1.0, decode_tokens=steps,
-                decode_ms_per_token=wall / steps, decode_cpu_ms_per_token=cpu / steps)
+                kv_tokens_last_layer=layers[-1], decode_ms_per_token=wall / steps, decode_cpu_ms_per_token=cpu / steps,
+                decode_median_ms=statistics.median(w for w, _ in per_step),
+                decode_median_cpu_ms=statistics.median(c for _, c in per_step))

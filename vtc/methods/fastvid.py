@@ -270,7 +270,13 @@ class FastVID(Method):
       lets anchors absorb themselves): budgets match up to rounding.
 
     Complexity: DySeg O(T*N*D); ATS O(T*N log N); DTM O(N^2*D) per anchor frame; merging O(L*N*A*D)
-    per anchor frame of a segment with A anchors.
+    per anchor frame of a segment with A anchors. The merging makes FastVID quadratic in frames on long
+    smooth video, as the official algorithm is: every non-salient token of a segment is compared with
+    the anchors of every anchor frame of that segment, i.e. O(L*N) tokens x O(L*r*d*N) anchors, and
+    DySeg makes only c-1 = 7 cuts plus one per transition below tau, so without scene changes a
+    segment holds L ~ T/c frames and the work grows as T^2 (fitted exponent 1.76 over 8-128 frames in
+    eval/results/efficiency_scaling_cpu.md). Video with frequent scene cuts keeps L short and the cost
+    close to linear.
     """
 
     preset: str = "qwen"
