@@ -1,7 +1,7 @@
 """Base classes every compression method derives from."""
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Sequence
 
 import torch
 
@@ -36,6 +36,10 @@ class Method:
     # token's attention inside layer K-1 (FastV); "own": layer K's attention on its input, computed
     # before the layer runs (PyramidDrop's rank-and-drop).
     attention_from: ClassVar[str] = "previous"
+    # True when compress() keeps exactly Budget.count of what it receives (per frame under scope="frame")
+    # whenever a vtc budget is set, whatever the features: a serving engine (vLLM) sizes a prompt before any
+    # feature exists and relies on it. tests/test_exact_budget.py holds every method that claims it to it.
+    exact_budget: ClassVar[bool] = False
 
     def parts(self, num_layers: int, budget: Budget) -> list[tuple["Method", Budget | None]]:
         """The steps this method runs as on a language model of ``num_layers`` layers, each with its own
@@ -54,6 +58,15 @@ class Method:
 
     def compress(self, tokens: VisualTokens, budget: Budget) -> Selection:
         raise NotImplementedError
+
+    def kept_count(self, frame_sizes: Sequence[int], budget: Budget) -> int | None:
+        """Tokens compress() keeps of a video whose frames hold ``frame_sizes`` tokens, when those sizes and the
+        budget alone decide it; None when the features do (a threshold, a paper knob, a structured method)."""
+        if not (self.exact_budget and budget.is_set):
+            return None
+        if budget.scope == "frame":
+            return sum(budget.count(n) for n in frame_sizes)
+        return budget.count(sum(frame_sizes))
 
     def resolve_budget(self, budget: Budget) -> Budget:
         """The budget this method runs with, refusing combinations that cannot mean anything.
@@ -85,6 +98,8 @@ class ScoreMethod(Method):
     Higher score = more worth keeping. Ties are broken towards the lower index so results are
     deterministic across devices.
     """
+
+    exact_budget = True  # the budgeted top-k
 
     def score(self, tokens: VisualTokens) -> torch.Tensor:
         raise NotImplementedError

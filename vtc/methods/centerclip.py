@@ -127,6 +127,7 @@ class CenterCLIP(Method):
     distance: str = "euclidean"
     stage = "prefill"
     budget_knob = ("clusters", "clusters= (medoids per segment)")
+    exact_budget = True  # a vtc budget is met exactly (see the docstring)
     whole_video_only = "picks medoids over whole segments of frames"
 
     def __post_init__(self) -> None:

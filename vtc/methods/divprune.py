@@ -96,6 +96,7 @@ class DivPrune(Method):
     ratio: float | None = None
     stage = "prefill"
     budget_knob = ("ratio", "ratio= (the paper's SUBSET_RATIO)")
+    exact_budget = True  # a vtc budget is met exactly (see the docstring)
 
     DEFAULT_RATIO = 0.098
 

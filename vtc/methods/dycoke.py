@@ -153,6 +153,7 @@ class DyCoke(Method):
     k: float | None = None
     stage = "prefill"
     budget_knob = ("k", "k= (the paper's K)")
+    exact_budget = True  # a vtc budget is met exactly (see the docstring)
     whole_video_only = "keeps anchor frames whole and prunes the others"
 
     DEFAULT_K = 0.7

@@ -290,6 +290,7 @@ class FastVID(Method):
     stage = "prefill"
     needs = frozenset({"vision_saliency"})
     budget_knob = ("retention_ratio", "retention_ratio= (the paper's r)")
+    exact_budget = True  # a vtc budget is met exactly (see the docstring)
     whole_video_only = "moves tokens between frames (whole frames can get none)"
 
     def __post_init__(self) -> None:

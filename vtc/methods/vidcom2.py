@@ -133,6 +133,7 @@ class VidCom2(Method):
     base_scale: float | None = None
     stage = "prefill"
     budget_knob = ("base_scale", "base_scale= (the paper's R_RATIO)")
+    exact_budget = True  # a vtc budget is met exactly (see the docstring)
 
     DEFAULT_BASE_SCALE = 0.25
 

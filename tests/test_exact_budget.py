@@ -1,0 +1,54 @@
+"""Methods that claim ``exact_budget`` keep exactly ``Method.kept_count`` tokens on any features: a serving
+engine (the vLLM plugin) sizes each video's placeholder run from that number before the features exist."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vtc
+from vtc import Budget
+from vtc.tokens import VisualTokens
+
+GRIDS = ((8, 4, 4), (5, 3, 6), (2, 7, 5))
+BUDGETS = (Budget(retain=0.1), Budget(retain=0.25), Budget(retain=0.5), Budget(tokens=7), Budget(retain=0.3, scope="frame"))
+EXACT = [name for name in vtc.list_methods() if vtc.get_method(name).exact_budget and vtc.get_method(name).stage == "prefill"]
+
+
+def _tokens(grid: tuple[int, int, int], seed: int) -> VisualTokens:
+    generator = torch.Generator().manual_seed(seed)
+    t, h, w = grid
+    # Repeated frames plus noise: static and moving regions, so merging and temporal methods take every branch.
+    base = torch.randn(h * w, 16, generator=generator)
+    features = torch.stack([base + 0.3 * i * torch.randn(h * w, 16, generator=generator) for i in range(t)])
+    tokens = VisualTokens.from_grid(features.reshape(t * h * w, 16), grid, seconds_per_frame=0.5)
+    tokens.vision_saliency = torch.rand(len(tokens), generator=generator)
+    tokens.pixels = torch.rand(len(tokens), 2, 3, 4, generator=generator)
+    return tokens
+
+
+def test_the_exact_prefill_methods_are_the_ones_the_vllm_plugin_can_size() -> None:
+    assert {"random", "dtd", "divprune", "dycoke", "vidcom2", "evad", "centerclip", "fastvid", "holitom", "prunevid"} <= set(EXACT)
+    assert not vtc.get_method("pool").exact_budget and not vtc.get_method("uniform").exact_budget
+
+
+@pytest.mark.parametrize("name", EXACT)
+@pytest.mark.parametrize("grid", GRIDS)
+@pytest.mark.parametrize("budget", BUDGETS, ids=lambda b: b.describe())
+def test_exact_method_keeps_its_kept_count(name: str, grid: tuple[int, int, int], budget: Budget) -> None:
+    method = vtc.get_method(name)()
+    try:
+        resolved = method.resolve_budget(budget)
+    except ValueError:
+        pytest.skip(f"{name} refuses {budget.describe()}")
+    t, h, w = grid
+    expected = method.kept_count([h * w] * t, resolved)
+    assert expected is not None
+    for seed in range(3):
+        kept = method.compress(_tokens(grid, seed), resolved).keep
+        assert kept.numel() == expected, f"seed {seed}: kept {kept.numel()}, claimed {expected}"
+
+
+def test_a_paper_knob_or_threshold_leaves_the_count_to_the_features() -> None:
+    assert vtc.get_method("dtd")(threshold=0.5).kept_count([16] * 8, Budget()) is None
+    assert vtc.get_method("pool")().kept_count([16] * 8, Budget(retain=0.25)) is None
+    assert vtc.get_method("random")().kept_count([16] * 8, Budget(retain=0.25)) == 32
