@@ -31,11 +31,9 @@ from vllm.model_executor.models.qwen2_5_vl import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement, PromptUpdate
 
-from ...engine.steps import run_step
-from ...stats import CompressionStats
-from ...tokens import VisualTokens
 from .config import ServingConfig
 from .positions import MediaItem, grid_positions, prompt_positions
+from .select import keep
 from .startup import model_config_entry, startup_config
 
 
@@ -117,13 +115,4 @@ class VtcQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         t, h, w = (int(v) for v in grid_thw.reshape(-1).tolist())
         grid = (t, h // merge, w // merge)
         embeds = self.visual(pixels.to(self.visual.device), grid_thw=[[t, h, w]])
-        second = float(seconds.reshape(-1)[0]) if seconds is not None else 1.0
-        tokens = [VisualTokens.from_grid(embeds, grid, seconds_per_frame=second)]
-        stats = CompressionStats(visual_tokens=[len(tokens[0])])
-        for step in self.vtc.pipeline.steps:
-            tokens, _, _ = run_step(step, tokens, stats, self.vtc.budget, layer=None, copies=1)
-        kept = tokens[0]
-        expected = self.vtc.kept_count(grid)
-        if len(kept) != expected:
-            raise RuntimeError(f"vtc: {self.vtc.pipeline.describe()} kept {len(kept)} tokens where {expected} were allotted")
-        return kept.features.to(embeds.dtype), kept.source
+        return keep(self.vtc, embeds, grid, float(seconds.reshape(-1)[0]) if seconds is not None else 1.0)
