@@ -101,10 +101,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("eval/results/vllm"))
     parser.add_argument("--data", type=Path, default=Path("out/vllm_split"))
     parser.add_argument("--methods", nargs="*", default=None, help="default: every method the plugin runs")
+    parser.add_argument("--rerun-failed", action="store_true", help="rerun only the rows of OUT.json that crashed")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one vLLM configuration as JSON
     args = parser.parse_args()
     if args.one:
         print("RESULT " + json.dumps(vllm_run(args.data, json.loads(args.one))), flush=True)
+        return
+    if args.rerun_failed:
+        from vtc.integrations.vllm.config import exact_alternatives
+
+        saved = json.loads(args.out.with_suffix(".json").read_text())
+        methods = saved["meta"].get("methods") or exact_alternatives()
+        extras = {(p, m, r): e for p, m, r, e in vllm_configs(methods, RETAINS)}
+        rows = [run_config(args.data, r["path"], r["method"], r["retain"], extras[r["path"], r["method"], r["retain"]])
+                if "error" in r else r for r in saved["rows"]]
+        write(args.out, rows, methods)
         return
     from vtc.integrations.vllm.config import exact_alternatives
     from vtc.synth import make_dataset
@@ -113,18 +124,23 @@ def main() -> None:
         make_dataset(args.data, seed=SEED, count=COUNT, progress=False)
     methods = args.methods or exact_alternatives()
     rows = transformers_rows(args.data, methods, RETAINS)
-    for path, method, retain, extra in vllm_configs(methods, RETAINS):
-        cmd = [sys.executable, __file__, "--data", str(args.data), "--one", json.dumps(extra)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        result = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if result:
-            row = {"path": path, "method": method, "retain": retain, **json.loads(result[-1][7:])}
-        else:
-            errors = [line for line in done.stderr.splitlines() if "Error" in line]
-            row = {"path": path, "method": method, "retain": retain, "error": errors[-1].strip() if errors else done.stderr[-500:]}
-        rows.append(row)
-        print(f"{path} {method}@{retain}: {row.get('overall', row.get('error'))}", flush=True)
+    rows += [run_config(args.data, *config) for config in vllm_configs(methods, RETAINS)]
     write(args.out, rows, methods)
+
+
+def run_config(data: Path, path: str, method: str, retain: float, extra: dict) -> dict[str, Any]:
+    """One vLLM row, in a process of its own; a crash is recorded with its root cause (the first error raised)."""
+    cmd = [sys.executable, __file__, "--data", str(data), "--one", json.dumps(extra)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    result = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if result:
+        row = {"path": path, "method": method, "retain": retain, **json.loads(result[-1][7:])}
+    else:
+        causes = [line.split("]", 1)[-1].strip() for line in done.stderr.splitlines()
+                  if any(kind in line for kind in ("RuntimeError:", "ValueError:", "AssertionError:", "TypeError:"))]
+        row = {"path": path, "method": method, "retain": retain, "error": causes[0] if causes else done.stderr[-500:]}
+    print(f"{path} {method}@{retain}: {row.get('overall', row.get('error'))}", flush=True)
+    return row
 
 
 def write(out: Path, rows: list[dict[str, Any]], methods: list[str]) -> None:
@@ -133,7 +149,7 @@ def write(out: Path, rows: list[dict[str, Any]], methods: list[str]) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"split": f"vtc synth make --seed {SEED} --count {COUNT}", "vllm": vllm.__version__,
-            "transformers": transformers.__version__, "engine": ENGINE}
+            "transformers": transformers.__version__, "engine": ENGINE, "methods": methods}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     types = sorted(next(r for r in rows if "by_type" in r)["by_type"])
     lines = [
