@@ -285,7 +285,6 @@ class HoliTom(Method):
     stage = "prefill"
     needs = frozenset({"vision_saliency"})
     budget_knob = ("retain_ratio", "retain_ratio= (RETAIN_RATIO)")
-    exact_budget = True  # a vtc budget is met exactly (see the docstring)
     whole_video_only = "merges static tokens over whole windows of frames"
 
     def __post_init__(self) -> None:

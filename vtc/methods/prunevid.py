@@ -254,7 +254,6 @@ class PruneVid(Method):
     k: int = 7
     stage = "prefill"
     budget_knob = ("cluster_ratio", "cluster_ratio= (the paper's knob)")
-    exact_budget = True  # a vtc budget is met exactly (see the docstring)
     whole_video_only = "merges static tokens over whole windows of frames"
 
     def __post_init__(self) -> None:

@@ -1,0 +1,175 @@
+"""Accuracy on the synthetic held-out split through vLLM (plain, vLLM's EVS, vtc's plugin) and through
+transformers (vtc.wrap), on the shipped reference model. Run from the repository root, in the environment
+.ci/vllm-env builds (vLLM's CPU build; transformers 5.19 there):
+
+    .ci/vllm-env .venv-vllm && .venv-vllm/bin/python eval/vllm_accuracy.py --out eval/results/vllm
+
+Writes OUT.md and OUT.json. Every vLLM configuration runs in its own process, so one that crashes (EVS on
+CPU does) is recorded with its error instead of ending the run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SEED, COUNT = 31337, 96  # the split of issue 18 (`vtc synth make --seed 31337 --count 96`)
+RETAINS = (0.5, 0.25, 0.1)
+ENGINE = dict(dtype="float32", enforce_eager=True, max_model_len=1024, seed=0, kv_cache_memory_bytes=1 << 28)
+
+
+def vllm_run(data: Path, engine_extra: dict) -> dict[str, Any]:
+    """One engine with ``engine_extra`` on every item: accuracy by type and prompt length (in this process)."""
+    import numpy as np
+    from transformers import AutoProcessor
+    from vllm import LLM, SamplingParams
+
+    from vtc.patches import processor_policy_for
+    from vtc.runner import default_model_path
+    from vtc.synth import load_dataset
+    from vtc.synth.model import parse_answer, question_text
+    from vtc.video import load_video
+
+    path = str(default_model_path())
+    processor = AutoProcessor.from_pretrained(path)
+    items = load_dataset(data)
+    requests = []
+    for item in items:
+        video = load_video(data / item["video"], num_frames=16)
+        md = video.metadata()
+        meta = {"total_num_frames": md.total_num_frames, "fps": md.fps, "duration": md.duration,
+                "frames_indices": md.frames_indices, "video_backend": md.video_backend, "do_sample_frames": False}
+        prompt = processor_policy_for(processor).prompts([question_text(item)])[0]
+        requests.append({"prompt": prompt, "multi_modal_data": {"video": [(video.frames, meta)]}})
+    llm = LLM(model=path, **ENGINE, **engine_extra)
+    start = time.perf_counter()
+    outs = llm.generate(requests, SamplingParams(max_tokens=3, temperature=0.0), use_tqdm=False)
+    seconds = time.perf_counter() - start
+    by_type: dict[str, list[bool]] = {}
+    for item, out in zip(items, outs):
+        by_type.setdefault(item["type"], []).append(parse_answer(out.outputs[0].text.strip(), item["options"]) == item["answer"])
+    return {
+        "overall": float(np.mean([c for v in by_type.values() for c in v])),
+        "by_type": {k: float(np.mean(v)) for k, v in sorted(by_type.items())},
+        "prompt_tokens": float(np.mean([len(o.prompt_token_ids) for o in outs])), "generate_s": seconds,
+    }
+
+
+def transformers_rows(data: Path, methods: list[str], retains: tuple[float, ...]) -> list[dict[str, Any]]:
+    import torch
+    import transformers
+
+    import vtc
+    from vtc.runner import default_model_path, load_model
+    from vtc.synth.evaluate import evaluate, prepare
+
+    torch.manual_seed(0)
+    model, processor = load_model(default_model_path(), device="cpu")
+    batches = prepare(data, processor, progress=False)
+    keep = ("overall", "by_type", "tokens_kept")
+    rows = [{"path": f"transformers {transformers.__version__} (vtc.wrap)", "method": "none", "retain": 1.0,
+             **{k: v for k, v in evaluate(data, model, processor, batches=batches, progress=False).items() if k in keep}}]
+    for method in methods:
+        for retain in retains:
+            with vtc.compressed(model, method, retain=retain):
+                result = evaluate(data, model, processor, batches=batches, progress=False)
+            rows.append({"path": rows[0]["path"], "method": method, "retain": retain, **{k: v for k, v in result.items() if k in keep}})
+            print(f"transformers {method}@{retain}: {result['overall']:.3f}", flush=True)
+    return rows
+
+
+def vllm_configs(methods: list[str], retains: tuple[float, ...]) -> list[tuple[str, str, float, dict]]:
+    """(path, method, retain, engine arguments) of every vLLM row."""
+    rows = [("vLLM", "none", 1.0, {}),
+            ("vLLM + vtc, positions=transformers", "none", 1.0,
+             {"hf_overrides": {"vtc": {"method": "random", "retain": 1.0, "positions": "transformers"}}})]
+    rows += [("vLLM EVS", "evs", 1 - rate, {"video_pruning_rate": rate}) for rate in (0.5, 0.75)]
+    for method in methods:
+        for retain in retains:
+            for positions in ("transformers", "vllm"):
+                config = {"method": method, "retain": retain, "positions": positions}
+                rows.append((f"vLLM + vtc, positions={positions}", method, retain, {"hf_overrides": {"vtc": config}}))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("eval/results/vllm"))
+    parser.add_argument("--data", type=Path, default=Path("out/vllm_split"))
+    parser.add_argument("--methods", nargs="*", default=None, help="default: every method the plugin runs")
+    parser.add_argument("--rerun-failed", action="store_true", help="rerun only the rows of OUT.json that crashed")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one vLLM configuration as JSON
+    args = parser.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(vllm_run(args.data, json.loads(args.one))), flush=True)
+        return
+    if args.rerun_failed:
+        from vtc.integrations.vllm.config import exact_alternatives
+
+        saved = json.loads(args.out.with_suffix(".json").read_text())
+        methods = saved["meta"].get("methods") or exact_alternatives()
+        extras = {(p, m, r): e for p, m, r, e in vllm_configs(methods, RETAINS)}
+        rows = [run_config(args.data, r["path"], r["method"], r["retain"], extras[r["path"], r["method"], r["retain"]])
+                if "error" in r else r for r in saved["rows"]]
+        write(args.out, rows, methods)
+        return
+    from vtc.integrations.vllm.config import exact_alternatives
+    from vtc.synth import make_dataset
+
+    if not (args.data / "data.jsonl").is_file():
+        make_dataset(args.data, seed=SEED, count=COUNT, progress=False)
+    methods = args.methods or exact_alternatives()
+    rows = transformers_rows(args.data, methods, RETAINS)
+    rows += [run_config(args.data, *config) for config in vllm_configs(methods, RETAINS)]
+    write(args.out, rows, methods)
+
+
+def run_config(data: Path, path: str, method: str, retain: float, extra: dict) -> dict[str, Any]:
+    """One vLLM row, in a process of its own; a crash is recorded with its root cause (the first error raised)."""
+    cmd = [sys.executable, __file__, "--data", str(data), "--one", json.dumps(extra)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    result = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if result:
+        row = {"path": path, "method": method, "retain": retain, **json.loads(result[-1][7:])}
+    else:
+        causes = [line.split("]", 1)[-1].strip() for line in done.stderr.splitlines()
+                  if any(kind in line for kind in ("RuntimeError:", "ValueError:", "AssertionError:", "TypeError:"))]
+        row = {"path": path, "method": method, "retain": retain, "error": causes[0] if causes else done.stderr[-500:]}
+    print(f"{path} {method}@{retain}: {row.get('overall', row.get('error'))}", flush=True)
+    return row
+
+
+def write(out: Path, rows: list[dict[str, Any]], methods: list[str]) -> None:
+    import transformers
+    import vllm
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"split": f"vtc synth make --seed {SEED} --count {COUNT}", "vllm": vllm.__version__,
+            "transformers": transformers.__version__, "engine": ENGINE, "methods": methods}
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    types = sorted(next(r for r in rows if "by_type" in r)["by_type"])
+    lines = [
+        "# Accuracy through vLLM vs transformers (shipped reference model, synthetic held-out split)", "",
+        f"{COUNT} items of `{meta['split']}`, 16 frames at 112 px (128 visual tokens per video), greedy, 3 new tokens; "
+        f"vLLM {meta['vllm']} (CPU build), transformers {meta['transformers']}, float32. "
+        "Produced by `.venv-vllm/bin/python eval/vllm_accuracy.py --out eval/results/vllm` (environment: `.ci/vllm-env .venv-vllm`).", "",
+        "| path | method | retain | overall | " + " | ".join(types) + " | prompt tokens |",
+        "|---|---|---|---|" + "---|" * len(types) + "---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['path']} | {r['method']} | {r['retain']:g} | crashed: `{r['error'][:160]}` |" + " |" * (len(types) + 1))
+            continue
+        tokens = r.get("prompt_tokens", r.get("tokens_kept"))
+        label = "prompt tokens" if "prompt_tokens" in r else "visual tokens kept"
+        lines.append(f"| {r['path']} | {r['method']} | {r['retain']:g} | {r['overall']:.3f} | "
+                     + " | ".join(f"{r['by_type'][t]:.3f}" for t in types) + f" | {tokens:.1f} ({label}) |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
