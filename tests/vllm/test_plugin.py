@@ -98,11 +98,22 @@ def test_each_exact_method_keeps_what_vtc_wrap_keeps(data, plain, hf) -> None:
                 assert chosen[0] == wrapped, f"{name}: vLLM kept {chosen[0]}, vtc.wrap {wrapped}"
 
 
-def test_batch_of_eight_answers_as_one_by_one(reqs) -> None:
+def _shorter(request: dict, frames: int) -> dict:
+    """The request with only its first ``frames`` frames (a shorter video: fewer temporal groups)."""
+    video, meta = request["multi_modal_data"]["video"][0]
+    meta = {**meta, "total_num_frames": frames, "duration": frames / meta["fps"], "frames_indices": list(range(frames))}
+    return {**request, "multi_modal_data": {"video": [(video[:frames], meta)]}}
+
+
+def test_batch_of_eight_videos_of_different_lengths_answers_as_one_by_one(reqs, hf) -> None:
+    batch = [_shorter(r, 8) if i % 2 else r for i, r in enumerate(reqs[0])]
     llm = engine({"method": "vidcom2", "retain": 0.25})
-    together = [o.outputs[0].token_ids for o in _generate(llm, reqs[0])]
-    alone = [_generate(llm, [r])[0].outputs[0].token_ids for r in reqs[0]]
-    assert together == alone
+    together = _generate(llm, batch)
+    alone = [_generate(llm, [r])[0] for r in batch]
+    video_token = hf[0].config.video_token_id
+    assert {o.prompt_token_ids.count(video_token) for o in together} == {32, 16}, "8 and 4 temporal groups at 25%"
+    assert [o.outputs[0].token_ids for o in together] == [o.outputs[0].token_ids for o in alone]
+    assert [o.prompt_token_ids for o in together] == [o.prompt_token_ids for o in alone]
 
 
 @pytest.mark.parametrize("bad, message", [
