@@ -274,9 +274,9 @@ class FastVID(Method):
     smooth video, as the official algorithm is: every non-salient token of a segment is compared with
     the anchors of every anchor frame of that segment, i.e. O(L*N) tokens x O(L*r*d*N) anchors, and
     DySeg makes only c-1 = 7 cuts plus one per transition below tau, so without scene changes a
-    segment holds L ~ T/c frames and the work grows as T^2 (fitted exponent 1.76 over 8-128 frames in
-    eval/results/efficiency_scaling_cpu.md). Video with frequent scene cuts keeps L short and the cost
-    close to linear.
+    segment holds L ~ T/c frames and the work grows as T^2 (eval/results/efficiency_scaling_cpu.md:
+    exponent 1.69 fitted over 8-128 frames, 1.99 between 32 and 128). Video with frequent scene cuts
+    keeps L short and the cost close to linear.
     """
 
     preset: str = "qwen"
