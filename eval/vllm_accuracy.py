@@ -136,11 +136,36 @@ def run_config(data: Path, path: str, method: str, retain: float, extra: dict) -
     if result:
         row = {"path": path, "method": method, "retain": retain, **json.loads(result[-1][7:])}
     else:
-        causes = [line.split("]", 1)[-1].strip() for line in done.stderr.splitlines()
+        logs = (done.stdout + "\n" + done.stderr).splitlines()  # vLLM logs the engine's errors to stdout
+        causes = [line.split("]", 1)[-1].strip() for line in logs
                   if any(kind in line for kind in ("RuntimeError:", "ValueError:", "AssertionError:", "TypeError:"))]
-        row = {"path": path, "method": method, "retain": retain, "error": causes[0] if causes else done.stderr[-500:]}
+        row = {"path": path, "method": method, "retain": retain,
+               "error": causes[0] if causes else " ".join(done.stderr[-300:].split())}
     print(f"{path} {method}@{retain}: {row.get('overall', row.get('error'))}", flush=True)
     return row
+
+
+NOTES = [
+    "**Why plain vLLM scores 0.75.** Same prompt ids, same `second_per_grid_ts` (0.5 s), same vision features (max abs "
+    "difference 9e-6): only the positions of the text after the video differ. transformers 5.x's `get_rope_index` "
+    "continues text max(h, w) = 4 past the video's start (here 8), inside the video's temporal range (t up to 11); vLLM "
+    "0.32, like Qwen's original code, continues after the video's largest position (12). The reference model was trained "
+    "on transformers 5, so through vLLM its question sits 4 positions later than in training: order and scene questions "
+    "fail. vtc's plugin with `\"positions\": \"transformers\"` lays out transformers' positions and scores 1.000 "
+    "uncompressed; with `\"positions\": \"vllm\"` (vLLM's layout) compressed rows sit at the same gap as plain vLLM.",
+    "**vLLM + vtc vs transformers.** With transformers' positions, 17 of the 21 method/budget rows score exactly what "
+    "`vtc.wrap` scores and the other 4 differ by at most 3.1 points (evad at 0.5: 0.875 vs 0.844). Same method code; "
+    "the kept indices differ only where ~1e-5 differences between the two vision towers decide ties between the flat "
+    "colours' equal tokens (tests/vllm adds pixel noise and then finds them equal, except centerclip, whose k-medoids "
+    "amplify such differences).",
+    "**vLLM's EVS crashes on CPU**: it appends 4 position channels to each video embedding and strips them in "
+    "`recompute_mrope_positions`, which the GPU model runner calls when `is_multimodal_pruning_enabled`; vLLM 0.32's "
+    "`CPUModelRunner.load_model` never sets that flag, so the 196-wide embeddings reach the 192-wide language model. "
+    "**vLLM's VidCom2** is implemented for Qwen3-VL only in 0.32 (`Qwen2_5_VLForConditionalGeneration` declares "
+    "`supported_video_pruning_methods = ('evs',)`, and `video_pruning_method='vidcom2'` is refused at config time).",
+    "Prompt tokens fall by exactly 128 - `Budget.count(128)` per video (64, 96, 115 at 0.5/0.25/0.1). No serving-cost "
+    "numbers yet.",
+]
 
 
 def write(out: Path, rows: list[dict[str, Any]], methods: list[str]) -> None:
@@ -162,12 +187,15 @@ def write(out: Path, rows: list[dict[str, Any]], methods: list[str]) -> None:
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['path']} | {r['method']} | {r['retain']:g} | crashed: `{r['error'][:160]}` |" + " |" * (len(types) + 1))
+            error = " ".join(r["error"].split())[:200]
+            lines.append(f"| {r['path']} | {r['method']} | {r['retain']:g} | crashed: `{error}` |" + " |" * (len(types) + 1))
             continue
         tokens = r.get("prompt_tokens", r.get("tokens_kept"))
         label = "prompt tokens" if "prompt_tokens" in r else "visual tokens kept"
         lines.append(f"| {r['path']} | {r['method']} | {r['retain']:g} | {r['overall']:.3f} | "
                      + " | ".join(f"{r['by_type'][t]:.3f}" for t in types) + f" | {tokens:.1f} ({label}) |")
+    for note in NOTES:
+        lines += ["", note]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
