@@ -9,6 +9,7 @@ import vtc
 from vtc.methods.dycoke_kv import DyCokeKV
 from vtc.tokens import VisualTokens
 
+from .attention_oracle import top_rows, with_eager
 from .builders import FAMILIES, cache_of, tiny, video
 
 
@@ -20,18 +21,13 @@ def test_first_decode_step_keeps_what_eager_attention_of_the_new_token_ranks_hig
     with vtc.compressed(tm.model, f"dycoke-kv(layer={layer})", retain=0.25), torch.no_grad():
         tm.model.generate(**inputs, max_new_tokens=2, min_new_tokens=2, do_sample=False)
         first = tm.model.vtc_stats.cache_steps[0]
-    tm.model.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            out = tm.model.generate(**inputs, max_new_tokens=2, min_new_tokens=2, do_sample=False,
-                                    output_attentions=True, return_dict_in_generate=True)
-    finally:
-        tm.model.set_attn_implementation("sdpa")
+    out = with_eager(tm.model, lambda: tm.model.generate(
+        **inputs, max_new_tokens=2, min_new_tokens=2, do_sample=False, output_attentions=True,
+        return_dict_in_generate=True,
+    ))
     rows = tm.visual_rows(inputs, 0)
-    scores = out.attentions[1][layer - 1][0, :, -1, :].mean(dim=0)[rows]  # decode step 1, layer L-1
-    expected = torch.sort(torch.sort(scores, descending=True, stable=True).indices[: first.kept[0]]).values
     assert first.reselected == [True] and first.kept == [vtc.Budget(retain=0.25).count(rows.numel())]
-    assert first.chosen[0] == expected.tolist()
+    assert first.chosen[0] == top_rows(out.attentions[1][layer - 1][0], rows, first.kept[0])  # decode step 1, layer L-1
 
 
 def test_a_choice_stands_while_attention_is_similar_and_is_made_anew_when_it_moves() -> None:

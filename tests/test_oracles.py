@@ -8,6 +8,7 @@ import torch
 
 import vtc
 
+from .attention_oracle import top_rows, with_eager
 from .builders import FAMILIES, cache_arg, cache_of, ROPE_1D_FAMILIES, tiny, unsupported_stages, video
 
 PRUNING_SPECS = ["random:0.3", "dtd:0.25", "dtd", "uniform:0.5"]
@@ -145,13 +146,5 @@ def test_fastv_keeps_the_tokens_eager_attention_ranks_highest(family: str) -> No
     with vtc.compressed(tm.model, f"fastv@{layer}:0.25"), torch.no_grad():
         tm.model(**inputs)
         kept = tm.model.vtc_stats.layer_kept_indices[layer][0]
-    tm.model.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            out = tm.model(**inputs, output_attentions=True)
-    finally:
-        tm.model.set_attn_implementation("sdpa")
-    rows = tm.visual_rows(inputs, 0)
-    scores = out.attentions[layer - 1][0, :, -1, :].mean(dim=0)[rows]
-    expected = torch.sort(torch.sort(scores, descending=True, stable=True).indices[: len(kept)]).values
-    assert kept == expected.tolist()
+    out = with_eager(tm.model, lambda: tm.model(**inputs, output_attentions=True))
+    assert kept == top_rows(out.attentions[layer - 1][0], tm.visual_rows(inputs, 0), len(kept))

@@ -8,6 +8,7 @@ import torch
 import vtc
 from vtc.methods.pyramiddrop import PyramidDrop, flop_retention, solve_ratio
 
+from .attention_oracle import top_rows, with_eager
 from .builders import FAMILIES, tiny, video
 
 
@@ -21,17 +22,10 @@ def test_first_cut_keeps_the_tokens_its_own_layers_eager_attention_ranks_highest
         stats = tm.model.vtc_stats
     first = min(stats.layer_kept_indices)
     kept = stats.layer_kept_indices[first][0]
-    tm.model.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            out = tm.model(**inputs, output_attentions=True)
-    finally:
-        tm.model.set_attn_implementation("sdpa")
+    out = with_eager(tm.model, lambda: tm.model(**inputs, output_attentions=True))
     rows = tm.visual_rows(inputs, 0)
-    scores = out.attentions[first][0, :, -1, :].mean(dim=0)[rows]
     assert len(kept) == int(rows.numel() * 0.5)
-    expected = torch.sort(torch.sort(scores, descending=True, stable=True).indices[: len(kept)]).values
-    assert kept == expected.tolist()
+    assert kept == top_rows(out.attentions[first][0], rows, len(kept))
 
 
 def test_stage_counts_are_shares_of_the_tokens_that_entered_and_reach_the_asked_flop_retention() -> None:

@@ -27,6 +27,12 @@ def recording_name(original: str) -> str:
     return name
 
 
+def uses_flash(config: object) -> bool:
+    """Whether a config's attention implementation is flash attention (which takes a 2D padding mask, not 4D);
+    vtc's recording variant keeps the name of the implementation it wraps."""
+    return "flash" in str(getattr(config, "_attn_implementation", ""))
+
+
 def _recording_attention(original: str) -> Callable[..., Any]:
     def attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                   attention_mask: torch.Tensor | None, **kwargs: Any):

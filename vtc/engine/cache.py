@@ -9,8 +9,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..attention import uses_flash
 from ..patching import patch_attribute
 from ..stats import CacheStep
+from .layers import check_layer
 
 
 class CacheStage:
@@ -32,15 +34,11 @@ class CacheStage:
                 f"{self.step.method.name} cannot follow layer-stage cuts yet (their layers hold other visual rows); "
                 "combine it with select or prefill methods"
             )
-        layers = len(self.adapter.decoder_layers())
-        if not 1 <= self.step.method.layer < layers:
-            raise ValueError(
-                f"{self.step.method.name} acts from layer {self.step.method.layer}, but it needs the attention of the "
-                f"layer before, so it must be in 1..{layers - 1} for this model"
-            )
+        check_layer(self.step.method, len(self.adapter.decoder_layers()), "acts from")
         self._attention: torch.Tensor | None = None
         self._blocked: list[torch.Tensor] = []  # per row, cache columns masked at layers >= L this step
-        self._flash = "flash" in str(self.adapter.text_config()._attn_implementation)
+        # this step's (incoming mask, key count, masked result): layers L.. share one mask object per layer type
+        self._masks: tuple[Any, int, Any] | None = None
 
     def install(self) -> list[Callable[[], None]]:
         if self.step is None:
@@ -93,6 +91,7 @@ class CacheStage:
             blocked.append(columns[unselected])
         state.cache_choices = choices
         self._blocked = blocked
+        self._masks = None
         stats.cache_steps.append(CacheStep(
             layer=method.layer, kept=[0 if c is None else int(c.keep.numel()) for c in choices],
             reselected=[c is not None and c.reselected for c in choices],
@@ -106,7 +105,10 @@ class CacheStage:
             return mask  # nothing to hide: the model's own mask (None keeps sdpa on its causal path)
         q_len = hidden.shape[1]
         keys = self.engine.state.cache.layers[idx].get_seq_length() + q_len
-        if mask is None and self._flash:
+        if self._masks is not None and self._masks[0] is mask and self._masks[1] == keys:
+            return self._masks[2]
+        incoming = mask
+        if mask is None and uses_flash(self.adapter.text_config()):
             mask = torch.ones(hidden.shape[0], keys, dtype=torch.long, device=hidden.device)
         elif mask is None:
             causal = torch.ones(q_len, keys, dtype=torch.bool, device=hidden.device).tril(keys - q_len)
@@ -121,4 +123,5 @@ class CacheStage:
                 mask[b, :, :, columns] = False
             else:
                 mask[b, :, :, columns] = torch.finfo(mask.dtype).min
+        self._masks = (incoming, keys, mask)
         return mask

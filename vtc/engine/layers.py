@@ -10,6 +10,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..attention import uses_flash
 from ..patching import patch_attribute
 from ..pipeline import Step
 from ..sequence import Compaction, new_rows, text_positions
@@ -35,11 +36,7 @@ class LayerCuts:
         for step in self.steps:
             if step.method.attention_from not in ("previous", "own"):
                 raise ValueError(f"{step.method.name}: attention_from must be 'previous' or 'own'")
-            if not 1 <= step.method.layer < self.num_layers:
-                raise ValueError(
-                    f"{step.method.name} acts at layer {step.method.layer}, but it needs the attention of the layer "
-                    f"before, so it must be in 1..{self.num_layers - 1} for this model"
-                )
+            check_layer(step.method, self.num_layers, "acts at")
 
     def install(self) -> list[Callable[[], None]]:
         """Attention recorders below the cuts and pre-hooks from the first cut on; returns the removers."""
@@ -166,7 +163,7 @@ class LayerCuts:
         return cut.mask_4d(mask, rows_too=False)
 
     def _flash(self) -> bool:
-        return "flash" in str(self.adapter.text_config()._attn_implementation)
+        return uses_flash(self.adapter.text_config())
 
     def follow(self, masks: torch.Tensor, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Visual-row mask and per-visual-row features as they are after the layer cuts (Qwen3 deepstack)."""
@@ -175,6 +172,15 @@ class LayerCuts:
             raise RuntimeError("deepstack features do not match the sequence and no vtc layer cut explains why")
         cut = state.cuts[-1].composed
         return masks.gather(1, cut.gather) & cut.valid, embeds[cut.kept[masks]]
+
+
+def check_layer(method: Any, num_layers: int, acts: str) -> None:
+    """A method that reads the attention of the layer before its own must act at a layer in 1..L-1."""
+    if not 1 <= method.layer < num_layers:
+        raise ValueError(
+            f"{method.name} {acts} layer {method.layer}, but it needs the attention of the layer "
+            f"before, so it must be in 1..{num_layers - 1} for this model"
+        )
 
 
 def _prefill_mask(local: Compaction, mask: torch.Tensor | None, hidden: torch.Tensor, flash: bool):
