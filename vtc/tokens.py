@@ -34,6 +34,8 @@ class VisualTokens:
     pixels:   [N, tp, C, P] optional raw (de-normalised) pixels of each token's patch, per temporal sub-frame.
     source:   [N] index of each token among the sample's original visual tokens.
     vision_saliency: [N] optional ViT attention saliency of each token (methods with needs={"vision_saliency"}).
+    vision_keys: [N, dk] optional ViT keys (head-averaged) of each token at a vision-stage method's layer.
+    vision_cls: whether the vision tower has a [CLS] token that stays outside these rows (vision stage).
     question: [L, D] optional input embeddings of the text after the video (methods with needs={"query"});
               one per sample, not per token, so ``subset`` leaves it as it is.
 
@@ -51,6 +53,8 @@ class VisualTokens:
     query: torch.Tensor | None = None
     pixels: torch.Tensor | None = None
     vision_saliency: torch.Tensor | None = None
+    vision_keys: torch.Tensor | None = None
+    vision_cls: bool = False
     question: torch.Tensor | None = None
 
     @classmethod
@@ -100,6 +104,7 @@ class VisualTokens:
             attn=take(self.attn),
             pixels=take(self.pixels),
             vision_saliency=take(self.vision_saliency),
+            vision_keys=take(self.vision_keys),
         )
 
 
