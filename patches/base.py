@@ -54,6 +54,11 @@ class FamilyAdapter:
     # chosen frame groups; "prefill" = every frame is encoded and the chosen frames' rows are kept at the
     # language model (saves LLM tokens, not encoder time); "" = refused.
     select_stage: str = ""
+    # Where vision-stage methods (VisionZip) act: "tower" = inside the vision tower, whose later blocks then
+    # run on the kept tokens only; "projector" = on the tower's output before the projector (no encoder
+    # time saved); "" = refused, for the reason in ``vision_refusal``.
+    vision_stage: str = ""
+    vision_refusal: str = "vtc has no vision-stage hooks for this family's tower yet"
     # The processor class's default normalisation, undone so selectors see intensities in [0, 1].
     pixel_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     pixel_std: tuple[float, ...] = (0.5, 0.5, 0.5)
@@ -151,6 +156,11 @@ class FamilyAdapter:
         """Hooks that hand ``sink`` a ViT-attention saliency per encoded video (flattened in visual-row
         order) on every vision forward; None where the family's vision tower offers none."""
         return None
+
+    def install_vision_stage(self, stage: Any) -> list[Callable[[], None]]:
+        """Hooks that hand ``stage`` (vtc/engine/vision.py) each video's tokens at its method's layer while the
+        tower encodes videos, and apply its selections; returns their removers (``vision_stage`` set only)."""
+        raise NotImplementedError(f"the {self.family} adapter cannot run vision-stage methods: {self.vision_refusal}")
 
     def install(self, engine: Any) -> list[Callable[[], None]]:
         """Family-specific hooks beyond the generic ones; returns their removers."""

@@ -27,6 +27,7 @@ class InternVLAdapter(ImageFramesAdapter):
     """
 
     model_types = ("internvl",)
+    vision_refusal = "pixel shuffle folds 2x2 patches into one row after the tower; vtc does not hook that yet"
     family = "InternVL"
     pixel_mean, pixel_std = CLIP_MEAN, CLIP_STD
     batch_note = (

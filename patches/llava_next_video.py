@@ -13,6 +13,7 @@ class LlavaNextVideoAdapter(FrameGridAdapter):
     """
 
     model_types = ("llava_next_video",)
+    vision_refusal = "the tower's patch grid is average-pooled 2x2 after the [CLS] is removed, so tower tokens are not language-model rows"
     family = "LLaVA-NeXT-Video"
 
     def frame_grid(self) -> tuple[int, int]:

@@ -15,6 +15,7 @@ class LlavaOnevisionAdapter(FrameGridAdapter):
     """
 
     model_types = ("llava_onevision",)
+    vision_refusal = "each frame's projected grid is pooled 2x2 (bilinear) after the tower, so tower tokens are not language-model rows"
     family = "LLaVA-OneVision"
     video_suffix_rows = 1
     known_limits = FrameGridAdapter.known_limits + "; the per-video newline row is always kept"

@@ -32,6 +32,7 @@ class QwenVLAdapter(FamilyAdapter):
     family = "Qwen2-VL / Qwen2.5-VL"
     rope = "mrope"
     select_stage = "encoder"
+    vision_stage = "tower"
     known_limits = "Qwen2-VL token times assume the processor's default 2 fps"
     pixel_mean = CLIP_MEAN
     pixel_std = CLIP_STD
@@ -91,6 +92,11 @@ class QwenVLAdapter(FamilyAdapter):
     def record_vision_saliency(self, sink: Callable[[list[torch.Tensor]], None]) -> list[Callable[[], None]]:
         windowed = self.config.model_type == "qwen2_5_vl"
         return record_last_block_saliency(self.base_model().visual, windowed, sink)
+
+    def install_vision_stage(self, stage: Any) -> list[Callable[[], None]]:
+        from .qwen_vision_stage import QwenTowerCut
+
+        return QwenTowerCut(self.base_model().visual, stage, windowed=self.config.model_type == "qwen2_5_vl").install()
 
     def pixels(self, captured: dict[str, Any], sample_sizes: list[int]) -> list[torch.Tensor] | None:
         values, grids = captured.get("pixel_values_videos"), captured.get("video_grid_thw")

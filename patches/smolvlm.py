@@ -18,6 +18,7 @@ class SmolVLMAdapter(ImageFramesAdapter):
     """
 
     model_types = ("smolvlm",)
+    vision_refusal = "pixel shuffle folds patches into one row after its SigLIP tower (no [CLS]); vtc does not hook that yet"
     family = "SmolVLM"
     language_model_path = "model.text_model"
     # pixel_values [B, N, C, H, W] keep each prompt's frames in its own row (zero frames pad the rest),

@@ -28,6 +28,7 @@ class VideoLlama3Adapter(FamilyAdapter):
     """Visual rows are ``video_token_id`` placeholders of the mask's surviving cells, t-major then h, w."""
 
     model_types = ("video_llama_3",)
+    vision_refusal = "its own token compression already drops patches after the tower; vtc does not hook that yet"
     family = "VideoLLaMA3"
     known_limits = (
         "its own `use_token_compression` runs first, in the processor, and budgets count from what it left; "

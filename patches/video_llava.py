@@ -1,7 +1,7 @@
 """Video-LLaVA: CLIP frames with their [CLS] (16x16 + 1 = 257 rows per frame) and a real [CLS] attention."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ class VideoLlavaAdapter(FrameGridAdapter):
     model_types = ("video_llava",)
     family = "Video-LLaVA"
     frame_prefix_rows = 1
+    vision_stage = "projector"
     known_limits = FrameGridAdapter.known_limits + "; the per-frame [CLS] rows are always kept"
 
     def frame_grid(self) -> tuple[int, int]:
@@ -35,6 +36,28 @@ class VideoLlavaAdapter(FrameGridAdapter):
         num_layers = self.config.vision_config.num_hidden_layers
         states = [v if v >= 0 else num_layers + 1 + v for v in (chosen if isinstance(chosen, list) else [chosen])]
         return max(states) - 1 if max(states) > 0 else None
+
+    def install_vision_stage(self, stage: Any) -> list[Callable[[], None]]:
+        from .cls_vision_stage import ClsProjectorCut
+
+        layer = self.feature_layer()
+        if layer is None or stage.method.layer != -2 and stage.method.layer + self._num_layers() != layer:
+            raise ValueError(
+                f"{stage.method.name} on Video-LLaVA reads the encoder layer whose output is the video features "
+                f"(layer {layer}, i.e. -2 of {self._num_layers()}); other layers are not available before the projector"
+            )
+        base = self.base_model()
+        tower = base.video_tower
+        encoder = getattr(tower, "vision_model", tower).encoder
+
+        def frames_per_video() -> int:
+            return int(stage.engine._encoded_video["pixel_values_videos"].shape[1])
+
+        return ClsProjectorCut(encoder.layers[layer].self_attn, base.multi_modal_projector, stage, layer,
+                               self.frame_grid(), frames_per_video).install()
+
+    def _num_layers(self) -> int:
+        return int(self.config.vision_config.num_hidden_layers)
 
     def record_vision_saliency(self, sink: Callable[[list[torch.Tensor]], None]) -> list[Callable[[], None]] | None:
         layer = self.feature_layer()

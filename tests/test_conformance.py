@@ -52,7 +52,7 @@ def test_method_generates_with_cache_matching_kept_tokens(family: str, name: str
 
     entering = stats.kept_indices[0]
     assert entering == sorted(set(entering)) and all(0 <= i < total for i in entering)
-    if method.stage in ("select", "prefill"):
+    if method.stage in ("select", "vision", "prefill"):
         final = entering
         assert stats.stages[-1].tokens_after == [len(entering)]
     elif method.stage == "cache":
@@ -82,7 +82,7 @@ def test_method_generates_with_cache_matching_kept_tokens(family: str, name: str
     dropped_before = total - len(entering)
     decoded = NEW_TOKENS - 1  # the last generated token is never fed back
     expected_full = prompt_len - dropped_before + decoded
-    if method.stage in ("select", "prefill", "cache"):
+    if method.stage in ("select", "vision", "prefill", "cache"):
         assert lengths == [expected_full] * len(lengths)  # a cache method masks entries, it does not delete them
     else:
         bounds = [*cuts, len(lengths)]

@@ -12,6 +12,7 @@ from vtc.tokens import VisualTokens
 GRIDS = ((8, 4, 4), (5, 3, 6), (2, 7, 5))
 BUDGETS = (Budget(retain=0.1), Budget(retain=0.25), Budget(retain=0.5), Budget(tokens=7), Budget(retain=0.3, scope="frame"))
 EXACT = [name for name in vtc.list_methods() if vtc.get_method(name).exact_budget and vtc.get_method(name).stage == "prefill"]
+EXACT_VISION = [name for name in vtc.list_methods() if vtc.get_method(name).exact_budget and vtc.get_method(name).stage == "vision"]
 
 
 KINDS = ("drifting", "static", "flat", "two_scenes")
@@ -33,6 +34,7 @@ def _tokens(grid: tuple[int, int, int], seed: int, kind: str) -> VisualTokens:
         features = torch.stack([base if i < t // 2 else other for i in range(t)])
     tokens = VisualTokens.from_grid(features.reshape(t * h * w, 16).clone(), grid, seconds_per_frame=0.5)
     tokens.vision_saliency = torch.rand(len(tokens), generator=generator)
+    tokens.vision_keys = tokens.features[:, :8] + 0.1 * torch.randn(len(tokens), 8, generator=generator)
     tokens.pixels = torch.rand(len(tokens), 2, 3, 4, generator=generator)
     return tokens
 
@@ -44,7 +46,7 @@ def test_the_exact_prefill_methods_are_the_ones_the_vllm_plugin_can_size() -> No
         assert not vtc.get_method(name).exact_budget, name
 
 
-@pytest.mark.parametrize("name", EXACT)
+@pytest.mark.parametrize("name", EXACT + EXACT_VISION)
 @pytest.mark.parametrize("grid", GRIDS)
 @pytest.mark.parametrize("budget", BUDGETS, ids=lambda b: b.describe())
 def test_exact_method_keeps_its_kept_count(name: str, grid: tuple[int, int, int], budget: Budget) -> None:

@@ -104,8 +104,8 @@ def as_pipeline(method: "str | Method | Pipeline", **method_kwargs: Any) -> Pipe
 def _build_step(spec: StepSpec) -> Step:
     """A registered method from a parsed step; bad knob names or types become a ValueError naming them."""
     cls = get(spec.name)
-    if "layer" in spec.knobs and cls.stage not in ("layer", "cache"):
-        raise ValueError(f"{spec.name!r} is a {cls.stage}-stage method; '@layer' applies to layer and cache methods only")
+    if "layer" in spec.knobs and cls.stage not in ("vision", "layer", "cache"):
+        raise ValueError(f"{spec.name!r} is a {cls.stage}-stage method; '@layer' applies to vision, layer and cache methods only")
     try:
         method = cls(**spec.knobs)
     except KnobError as err:  # already names the method, the knob and the type it expects

@@ -18,6 +18,7 @@ def method_rows() -> list[tuple[str, str, str]]:
 def supported_stages(adapter: type) -> tuple[str, ...]:
     """The stages vtc can hook on a family (select where the adapter says where frames are chosen)."""
     stages = ("prefill", "layer", "cache") if adapter.supports_layer_stage else ("prefill",)
+    stages = ("vision", *stages) if adapter.vision_stage else stages
     return ("select", *stages) if adapter.select_stage else stages
 
 
@@ -30,9 +31,13 @@ def family_rows() -> list[tuple[str, ...]]:
         stages = supported_stages(adapter)
         methods = [name for name in list_methods() if get(name).stage in stages]
         runs = "all" if len(methods) == len(list_methods()) else ", ".join(f"`{m}`" for m in methods)
-        shown = [f"{s} ({adapter.select_stage})" if s == "select" else s for s in stages]
+        where = {"select": adapter.select_stage, "vision": adapter.vision_stage}
+        shown = [f"{s} ({where[s]})" if s in where else s for s in stages]
+        limits = [adapter.known_limits] if adapter.known_limits else []
+        if not adapter.vision_stage:
+            limits.append(f"no vision stage: {adapter.vision_refusal}")
         rows.append((adapter.family, ", ".join(adapter.model_types), adapter.rope, ", ".join(shown), runs,
-                     adapter.batch_note, adapter.known_limits or "-"))
+                     adapter.batch_note, "; ".join(limits) or "-"))
     return rows
 
 

@@ -20,7 +20,7 @@ from .layers import LayerCuts
 from .prefill import PrefillCompaction
 from .state import Expansion, ForwardState, cache_kwarg
 
-HOOKED_STAGES = ("select", "prefill", "layer", "cache")
+HOOKED_STAGES = ("select", "vision", "prefill", "layer", "cache")
 
 
 class Engine:
@@ -40,6 +40,7 @@ class Engine:
         self.cache = CacheStage(self)
         self.num_layers = self.layers.num_layers
         self.select = select_stage(self, self.pipeline.of_stage("select"))
+        self.vision = vision_stage(self, self.pipeline.of_stage("vision"))
         self.prefill = PrefillCompaction(self)
         self.cache_key = cache_kwarg(adapter.language_model())
         self.state: ForwardState | None = None
@@ -64,6 +65,8 @@ class Engine:
         if self.select is not None:
             self._removers.append(self.select.install(base))
         self._removers.append(self._record_video_encoding(base))
+        if self.vision is not None:
+            self._removers.extend(self.vision.install())
         self._removers.append(self._record_expansion(self.model))
         self._removers.append(lm.register_forward_pre_hook(self._language_model_pre_hook, with_kwargs=True).remove)
         if self.pipeline.of_stage("layer") or self.pipeline.of_stage("cache"):
@@ -125,6 +128,8 @@ class Engine:
             bound = signature.bind(*args, **kwargs)
             self._encoded_video = dict(bound.arguments)
             self._encoding_video = True
+            if self.vision is not None:
+                self.vision.cuts = []  # one encoding per prefill: nothing left over from an unused one
             try:
                 return original(*args, **kwargs)
             finally:
@@ -197,6 +202,15 @@ class Engine:
                 raise ValueError("vtc needs input_ids to locate the video tokens; pass input_ids, not inputs_embeds")
             return False
         return bool((input_ids == self.adapter.visual_token_id()).any())
+
+
+def vision_stage(engine: Engine, steps: list[Step]) -> Any:
+    """The vision-stage driver (vtc/engine/vision.py) when the pipeline has a vision step."""
+    if not steps:
+        return None
+    from .vision import VisionStage
+
+    return VisionStage(engine, steps)
 
 
 def select_stage(engine: Engine, steps: list[Step]) -> Any:

@@ -41,19 +41,22 @@ class PrefillCompaction:
             # layouts and pixels come from the inputs the caller passed, one row per sample
             captured, copies = {**captured, **expansion.inputs}, expansion.factor
         # Copies of a sample are identical rows: decide once per sample, on its first copy, and repeat.
-        tokens, visual, stats = self._sample_tokens(
+        tokens, visual, stats, links = self._sample_tokens(
             captured, embeds[::copies], None if mask is None else mask[::copies], copies
         )
         tokens = [replace(tok) for tok in per_copy(tokens, copies)]
         visual = visual.repeat_interleave(copies, dim=0)
-        replaced = False
         representative = [_positions_of(tok, n) for tok, n in zip(tokens, stats.visual_tokens)]
+        replaced = False
+        if links is not None:  # the vision stage merged inside the tower: the features are already in embeds
+            representative = [_through(rep, link) for rep, link in zip(representative, per_copy(links, copies))]
         for step in self.steps:
             tokens, merged, moves = run_step(step, tokens, stats, self.engine.budget, layer=None, copies=copies)
             replaced |= merged
             representative = [_follow(rep, move) for rep, move in zip(representative, moves)]
-        if replaced:
+        if replaced or links is not None:
             stats.merged_into = [_original_index(rep, tok) for rep, tok in zip(representative, tokens)]
+        if replaced:
             embeds = embeds.clone()
             for b, tok in enumerate(tokens):
                 embeds[b, tok.index] = tok.features.to(embeds.dtype)
@@ -83,8 +86,9 @@ class PrefillCompaction:
 
     def _sample_tokens(
         self, captured: dict, embeds: torch.Tensor, mask: torch.Tensor | None, copies: int
-    ) -> tuple[list[VisualTokens], torch.Tensor, CompressionStats]:
-        """Each sample's visual tokens, after the select stage, with stats already per language-model row.
+    ) -> tuple[list[VisualTokens], torch.Tensor, CompressionStats, list[torch.Tensor] | None]:
+        """Each sample's visual tokens, after the select and vision stages, with stats already per
+        language-model row, and (vision stage) each original token's representative among them.
 
         ``embeds`` and ``mask`` hold one row per sample (the first of its ``copies``); ``captured`` holds
         the inputs the caller passed.
@@ -128,7 +132,10 @@ class PrefillCompaction:
             _copy_processor_selection(self.engine.model, captured, stats, copies)
         if captured.get("vision_saliency") and self.needs("vision_saliency"):
             _attach_vision_saliency(tokens, captured["vision_saliency"], [int(lay.rows.numel()) for lay in layouts])
-        return tokens, visual, stats
+        links = None
+        if self.engine.vision is not None:
+            tokens, links = self.engine.vision.apply(tokens, [int(lay.rows.numel()) for lay in layouts], stats, copies)
+        return tokens, visual, stats, links
 
     def _with_cache(self, kwargs: dict) -> tuple[dict, bool]:
         """Create the KV cache the language model would create itself, so decode steps can be recognised.
@@ -214,6 +221,12 @@ def _positions_of(tokens: VisualTokens, num_visual: int) -> torch.Tensor:
     out = torch.full((num_visual,), -1, dtype=torch.long, device=tokens.source.device)
     out[tokens.source] = torch.arange(len(tokens), device=tokens.source.device)
     return out
+
+
+def _through(representative: torch.Tensor, link: torch.Tensor) -> torch.Tensor:
+    """Each original token's row among the tokens, following the vision stage's ``link`` (original token ->
+    original token its features went into, -1: dropped)."""
+    return torch.where(link >= 0, representative[link.clamp(min=0)], -1)
 
 
 def _follow(representative: torch.Tensor, move: torch.Tensor) -> torch.Tensor:

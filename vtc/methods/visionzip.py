@@ -22,7 +22,9 @@ DOMINANT_SHARE = 54 / 64
 @register("visionzip")
 @dataclass
 class VisionZip(Method):
-    """Per frame, at a vision-tower layer: the ``dominant`` tokens the [CLS] query attends to most (attention
+    """Inside the vision tower, keep each frame's most-attended tokens and merge the rest into a few contextual ones.
+
+    Per frame, at a vision-tower layer: the ``dominant`` tokens the [CLS] query attends to most (attention
     summed over heads) stay as they are; of the rest, ``contextual`` targets evenly spaced *by position*
     each absorb the remaining tokens whose keys (head-averaged, L2-normalised) are most cosine-similar to
     theirs, as ``target + mean(absorbed)`` (the official sum, not an average).
