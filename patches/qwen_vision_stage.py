@@ -62,16 +62,8 @@ class QwenTowerCut:
             self.grid = None
             return
         self.grid = kwargs["grid_thw"] if "grid_thw" in kwargs else args[1]
-        self.units = int(self.grid.prod(dim=1).sum()) // self.unit
-        if self.windowed:
-            from transformers.vision_utils import get_vision_window_index
-
-            self.order, _ = get_vision_window_index(
-                self.grid, spatial_merge_size=self.merge, window_size=self.visual.window_size,
-                patch_size=self.visual.patch_size,
-            )
-        else:
-            self.order = torch.arange(self.units)
+        self.order = tower_order(self.visual, self.grid, self.windowed)
+        self.units = self.order.numel()
 
     def _finish(self, *_: Any) -> None:
         self.grid = self.order = self.qk = self.kept_rows = self.kept_units = None
@@ -136,9 +128,7 @@ class QwenTowerCut:
         rows = self.kept_rows
         kwargs = dict(kwargs)
         kwargs["position_embeddings"] = tuple(t[rows.to(t.device)] for t in kwargs["position_embeddings"])
-        cu = kwargs["cu_seqlens"]
-        narrowed = torch.searchsorted(rows.to(cu.device), cu.long(), right=False).to(cu.dtype)
-        kwargs["cu_seqlens"] = torch.unique_consecutive(narrowed)  # segments left empty disappear
+        kwargs["cu_seqlens"] = narrow_segments(kwargs["cu_seqlens"], rows)
         kwargs["max_seqlen"] = None  # flash attention recomputes it from cu_seqlens
         return args, kwargs
 
@@ -149,3 +139,23 @@ class QwenTowerCut:
         full = output.new_zeros(self.units, *output.shape[1:])
         full[self.kept_units.to(output.device)] = output
         return full
+
+
+def tower_order(visual: nn.Module, grid: torch.Tensor, windowed: bool) -> torch.Tensor:
+    """The raster merge unit at each position of the tower's sequence (Qwen2.5-VL runs its blocks on
+    window-ordered units; the other towers in raster order)."""
+    if not windowed:
+        merge = int(visual.spatial_merge_size)
+        return torch.arange(int(grid.prod(dim=1).sum()) // (merge * merge), device=grid.device)
+    from transformers.vision_utils import get_vision_window_index
+
+    order, _ = get_vision_window_index(grid, spatial_merge_size=int(visual.spatial_merge_size),
+                                       window_size=visual.window_size, patch_size=visual.patch_size)
+    return order.to(grid.device)
+
+
+def narrow_segments(cu_seqlens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Segment boundaries over the kept ``rows`` (sorted) of a packed sequence: each attention segment keeps
+    its kept rows, and a segment left empty disappears."""
+    narrowed = torch.searchsorted(rows.to(cu_seqlens.device), cu_seqlens.long(), right=False).to(cu_seqlens.dtype)
+    return torch.unique_consecutive(narrowed)

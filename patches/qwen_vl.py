@@ -94,9 +94,15 @@ class QwenVLAdapter(FamilyAdapter):
         return record_last_block_saliency(self.base_model().visual, windowed, sink)
 
     def install_vision_stage(self, stage: Any) -> list[Callable[[], None]]:
+        windowed = self.config.model_type == "qwen2_5_vl"
+        if getattr(stage.method, "every_block", False):
+            from .qwen_tower_merge import QwenTowerMerge
+
+            model_dir = getattr(self.config, "_name_or_path", None) or None
+            return QwenTowerMerge(self.base_model().visual, stage, windowed, model_dir).install()
         from .qwen_vision_stage import QwenTowerCut
 
-        return QwenTowerCut(self.base_model().visual, stage, windowed=self.config.model_type == "qwen2_5_vl").install()
+        return QwenTowerCut(self.base_model().visual, stage, windowed).install()
 
     def pixels(self, captured: dict[str, Any], sample_sizes: list[int]) -> list[torch.Tensor] | None:
         values, grids = captured.get("pixel_values_videos"), captured.get("video_grid_thw")

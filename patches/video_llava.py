@@ -40,6 +40,11 @@ class VideoLlavaAdapter(FrameGridAdapter):
     def install_vision_stage(self, stage: Any) -> list[Callable[[], None]]:
         from .cls_vision_stage import ClsProjectorCut
 
+        if getattr(stage.method, "every_block", False):
+            raise NotImplementedError(
+                f"the Video-LLaVA adapter cannot run {stage.method.name}: it acts in every block of the tower, and "
+                "Video-LLaVA's vision stage acts on the feature layer, before the projector"
+            )
         layer = self.feature_layer()
         if layer is None or stage.method.layer != -2 and stage.method.layer + self._num_layers() != layer:
             raise ValueError(

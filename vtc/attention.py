@@ -78,3 +78,30 @@ def last_query_attention(
         elif mask.ndim == 2:
             scores = scores.masked_fill(~mask[:, None, None, -k.shape[2]:].bool(), float("-inf"))
     return torch.softmax(scores, dim=-1).mean(dim=1)[:, 0, :]
+
+
+SIZED_PREFIX = "vtc-sized+"
+
+
+def sized_name(original: str) -> str:
+    """Register (once) and return the implementation that adds a per-key bias to ``original``'s logits: ToMe's
+    proportional attention (log of each merged token's size), for vision towers that pass no mask. The
+    module carries the bias for its whole packed sequence (``_vtc_key_bias``); the tower calls the function
+    once per attention segment, in order, so a cursor walks it."""
+    name = SIZED_PREFIX + original
+    if name not in ALL_ATTENTION_FUNCTIONS:
+        AttentionInterface.register(name, _sized_attention(original))
+    return name
+
+
+def _sized_attention(original: str) -> Callable[..., Any]:
+    def attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                  attention_mask: torch.Tensor | None, **kwargs: Any):
+        bias = getattr(module, "_vtc_key_bias", None)
+        if bias is not None:
+            start, length = module._vtc_cursor, key.shape[2]
+            module._vtc_cursor = start + length
+            attention_mask = bias[start : start + length].view(1, 1, 1, length).to(query.dtype)
+        return _implementation(module, original)(module, query, key, value, attention_mask, **kwargs)
+
+    return attention

@@ -57,9 +57,11 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
 
 def _add_optional_commands(commands: argparse._SubParsersAction) -> None:
     """Subcommands that live beside the core (the synthetic benchmark ships in the same package)."""
+    from .dymu_thresholds import register_cli as register_dymu
     from .trained.cli import register_cli as register_train
 
     register_train(commands)
+    register_dymu(commands)
     try:
         from .synth.cli import register_cli
     except ImportError:

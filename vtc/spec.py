@@ -94,6 +94,8 @@ def _parse_knobs(text: str) -> dict[str, Any]:
 
 
 def _parse_value(raw: str) -> Any:
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        return raw[1:-1]  # a quoted string (a path) stays a string
     lowered = raw.lower()
     if lowered in ("true", "false"):
         return lowered == "true"

@@ -22,6 +22,14 @@ def supported_stages(adapter: type) -> tuple[str, ...]:
     return ("select", *stages) if adapter.select_stage else stages
 
 
+def runs_on(adapter: type, method: type) -> bool:
+    """Whether vtc runs ``method`` on a family: its stage is hooked there, and a method that acts in every block
+    of the vision tower (DyMU) needs the tower's blocks (``vision_stage = "tower"``)."""
+    if method.stage not in supported_stages(adapter):
+        return False
+    return not getattr(method, "every_block", False) or adapter.vision_stage == "tower"
+
+
 def family_rows() -> list[tuple[str, ...]]:
     """(family, model types, positions, stages, methods, batch, known limits) per adapter."""
     from .patches import ADAPTERS
@@ -29,7 +37,7 @@ def family_rows() -> list[tuple[str, ...]]:
     rows = []
     for adapter in ADAPTERS:
         stages = supported_stages(adapter)
-        methods = [name for name in list_methods() if get(name).stage in stages]
+        methods = [name for name in list_methods() if runs_on(adapter, get(name))]
         runs = "all" if len(methods) == len(list_methods()) else ", ".join(f"`{m}`" for m in methods)
         where = {"select": adapter.select_stage, "vision": adapter.vision_stage}
         shown = [f"{s} ({where[s]})" if s in where else s for s in stages]

@@ -23,6 +23,9 @@ class Shape:
     vocab: int
     vision_depth: int = 4
     vision_hidden: int = 256
+    vision_heads: int | None = None  # default: hidden / 64
+    vision_intermediate: int | None = None  # default: 2 x hidden
+    full_attention_blocks: tuple[int, ...] | None = None  # default: the last block only
 
 
 # "0.5b": Qwen2.5-VL's 0.5B-class language model (Qwen2.5-0.5B: 896 x 24, 14 heads, 2 KV heads, tied
@@ -30,6 +33,11 @@ class Shape:
 # one-thread CPU run); "tiny" is for tests.
 SHAPES = {
     "0.5b": Shape(hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864, vocab=151936),
+    # The same language model behind Qwen2.5-VL's real vision tower (32 blocks of 1280, 16 heads, MLP 3420,
+    # full attention in blocks 7/15/23/31, windowed elsewhere): for vision-stage methods, whose saving is in it.
+    "0.5b-vit": Shape(hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864, vocab=151936, vision_depth=32,
+                      vision_hidden=1280, vision_heads=16, vision_intermediate=3420,
+                      full_attention_blocks=(7, 15, 23, 31)),
     "tiny": Shape(hidden=64, layers=3, heads=2, kv_heads=1, intermediate=128, vocab=1200, vision_depth=1,
                   vision_hidden=32),
 }
@@ -51,9 +59,11 @@ def build_model(shape: str, device: str, dtype: torch.dtype):
                          num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,
                          tie_word_embeddings=True,
                          rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": section}),
-        vision_config=dict(depth=s.vision_depth, hidden_size=s.vision_hidden, intermediate_size=2 * s.vision_hidden,
-                           num_heads=max(1, s.vision_hidden // 64), out_hidden_size=s.hidden,
-                           fullatt_block_indexes=[s.vision_depth - 1], window_size=112),
+        vision_config=dict(depth=s.vision_depth, hidden_size=s.vision_hidden,
+                           intermediate_size=s.vision_intermediate or 2 * s.vision_hidden,
+                           num_heads=s.vision_heads or max(1, s.vision_hidden // 64), out_hidden_size=s.hidden,
+                           fullatt_block_indexes=list(s.full_attention_blocks or [s.vision_depth - 1]),
+                           window_size=112),
         image_token_id=s.vocab - 5, video_token_id=s.vocab - 4, vision_start_token_id=s.vocab - 3,
         vision_end_token_id=s.vocab - 2, attn_implementation="sdpa",
     )

@@ -19,6 +19,8 @@ def add_ratios(rows: list[dict], gpu: bool = False) -> None:
         r["ideal_speedup"] = base["llm_gflop"] / r["llm_gflop"]
         r["measured_over_ideal"] = r["speedup"] / r["ideal_speedup"]
         r["ttft_speedup"] = base[ttft] / r[ttft]
+        vision = "vision_ms" if gpu else "vision_cpu_ms"
+        r["vision_speedup"] = base[vision] / r[vision] if r[vision] else float("nan")
         r["stage_share_of_prefill"] = r["stage_ms_total"] / base["llm_ms"]
 
 
@@ -66,11 +68,13 @@ def markdown(result: dict) -> str:
              "allocator peak above what was allocated (CUDA). KV MiB: the cache's key and value tensors.",
              ""]
     rows = result["prefill"]
-    parts += [] if not rows else _table(["method", "retain", "visual tokens (last layer)", "vision ms", "vtc stages ms", "stage / LLM prefill",
-                     "LLM ms (cpu)", "TTFT ms (cpu)", "peak MiB", "KV MiB", "speed-up", "FLOP-ideal", "measured / ideal"],
+    parts += [] if not rows else _table(["method", "retain", "visual tokens (last layer)", "vision ms (cpu)", "vision speed-up", "vtc stages ms",
+                     "stage / LLM prefill", "LLM ms (cpu)", "TTFT ms (cpu)", "TTFT speed-up", "peak MiB", "KV MiB", "speed-up", "FLOP-ideal", "measured / ideal"],
                     [[r["method"], r["retain"], f"{r['visual_tokens']}->{r['kept_tokens']} ({r['last_layer_tokens']})",
-                      f"{r['vision_ms']:.0f}", f"{r['stage_ms_total']:.1f}", f"{100 * r['stage_share_of_prefill']:.2f}%",
+                      f"{r['vision_ms']:.0f} ({r['vision_cpu_ms']:.0f})", f"{r['vision_speedup']:.2f}x",
+                      f"{r['stage_ms_total']:.1f}", f"{100 * r['stage_share_of_prefill']:.2f}%",
                       f"{r['llm_ms']:.0f} ({r['llm_cpu_ms']:.0f})", f"{r['ttft_ms']:.0f} ({r['ttft_cpu_ms']:.0f})",
+                      f"{r['ttft_speedup']:.2f}x",
                       f"{r['peak_mib']:.0f}", f"{r['kv_mib']:.1f}", f"{r['speedup']:.2f}x", f"{r['ideal_speedup']:.2f}x",
                       f"{r['measured_over_ideal']:.2f}"] for r in rows])
     if result.get("decode"):

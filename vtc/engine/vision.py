@@ -75,6 +75,12 @@ class VisionStage:
             out.append(selection)
         return out
 
+    def record(self, representatives: list[torch.Tensor], notes: list[str], ms: float) -> None:
+        """What a method that acts across the tower's blocks (DyMU) decided, per encoded video: each token's
+        representative among the video's tokens (itself when kept, -1 when dropped)."""
+        for video, rep in enumerate(representatives):
+            self.cuts.append(VideoCut(rep, notes, ms if video == 0 else 0.0))
+
     def apply(
         self, tokens: list[VisualTokens], full_sizes: list[int], stats: CompressionStats, copies: int
     ) -> tuple[list[VisualTokens], list[torch.Tensor]]:
