@@ -168,8 +168,11 @@ class QwenTowerMerge:
             limit = threshold = None
             if self.fixed is not None:
                 limit = self.fixed[index] + (int(self.carry[f]) if self.left is not None else 0)
-                if self.left is not None:
-                    limit = min(limit, int(self.left[f]))
+                if self.left is not None:  # merge more now when the blocks left could not catch up
+                    owed, later = int(self.left[f]), self.blocks - index - 1
+                    while limit < members.numel() // 2 and owed - limit > capacity(members.numel() - limit, later):
+                        limit += 1
+                    limit = min(limit, owed)
             else:
                 threshold = self.thresholds[index]
             src, dst, best = bipartite_pairs(keys[members], limit, threshold)
@@ -206,3 +209,12 @@ class QwenTowerMerge:
         full = output.new_zeros(self.units, *output.shape[1:])
         full[self.alive.to(output.device)] = output
         return full
+
+
+def capacity(tokens: int, blocks: int) -> int:
+    """The most merges ``blocks`` ToMe blocks can make from ``tokens`` (each merges at most half)."""
+    total = 0
+    for _ in range(blocks):
+        total += tokens // 2
+        tokens -= tokens // 2
+    return total
