@@ -27,7 +27,8 @@ METHODS = ["random", "uniform", "pool", "dtd", "fastv"]
 RETAINS = [0.5, 0.25, 0.1]
 
 
-def run(models: list[Path], data: Path, items: int, methods: list[str], retains: list[float]) -> dict:
+def run(models: list[Path], data: Path, items: int, methods: list[str], retains: list[float],
+        paper_methods: list[str] = ()) -> dict:
     if not (data / "data.jsonl").is_file():
         make_dataset(data, seed=HELD_OUT_SEED, count=items)
     results: dict = {"data": str(data), "items": items, "seed": HELD_OUT_SEED, "models": {}}
@@ -36,20 +37,20 @@ def run(models: list[Path], data: Path, items: int, methods: list[str], retains:
         model, processor = load_model(path, device="cpu")
         batches = prepare(data, processor, limit=items)
         rows = [{"method": "none", "retain": 1.0, **evaluate(data, model, processor, batches=batches)}]
-        for method in methods:
-            for retain in retains:
-                try:
-                    vtc.wrap(model, method, retain=retain)
-                except ValueError as err:  # a budget the method cannot mean on this model (e.g. below its floor)
-                    rows.append({"method": method, "retain": retain, "refused": str(err)})
-                    print(f"{path} {method}@{retain}: refused ({err})", flush=True)
-                    continue
-                try:
-                    rows.append({"method": method, "retain": retain,
-                                 **evaluate(data, model, processor, batches=batches, progress=False)})
-                finally:
-                    vtc.unwrap(model)
-                print(f"{path} {method}@{retain}: {rows[-1]['overall']:.3f}", flush=True)
+        runs = [(m, r) for m in methods for r in retains] + [(m, "paper") for m in paper_methods]
+        for method, retain in runs:
+            try:
+                vtc.wrap(model, method, retain=None if retain == "paper" else retain)
+            except ValueError as err:  # a budget the method cannot mean on this model (e.g. below its floor)
+                rows.append({"method": method, "retain": retain, "refused": str(err)})
+                print(f"{path} {method}@{retain}: refused ({err})", flush=True)
+                continue
+            try:
+                rows.append({"method": method, "retain": retain,
+                             **evaluate(data, model, processor, batches=batches, progress=False)})
+            finally:
+                vtc.unwrap(model)
+            print(f"{path} {method}@{retain}: {rows[-1]['overall']:.3f}", flush=True)
         results["models"][str(path)] = rows
     return results
 
@@ -107,10 +108,12 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=300)
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--retains", nargs="+", type=float, default=RETAINS)
+    parser.add_argument("--paper-methods", nargs="*", default=[],
+                        help="methods also run once at their paper defaults, without a budget (retain 'paper')")
     parser.add_argument("--out", type=Path, default=Path("eval/results/synth_accuracy"))
     parser.add_argument("--update", action="store_true", help="replace only the recomputed rows of the existing results")
     args = parser.parse_args()
-    results = run(args.models, args.data, args.items, args.methods, args.retains)
+    results = run(args.models, args.data, args.items, args.methods, args.retains, args.paper_methods)
     if args.update:
         results = merge(json.loads(args.out.with_suffix(".json").read_text()), results)
     args.out.parent.mkdir(parents=True, exist_ok=True)

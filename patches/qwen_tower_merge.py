@@ -73,6 +73,7 @@ class QwenTowerMerge:
             for v, (t, h, w) in enumerate(self.grid)
         ])
         self.raster = order  # raster unit of each alive unit, in tower order
+        self.raster_full = order
         self.frame = frame_of_raster[order]
         self.alive = torch.arange(units, device=order.device)  # tower positions of alive units
         self.size = torch.ones(units, device=order.device)
@@ -122,8 +123,6 @@ class QwenTowerMerge:
                     position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None, **kwargs: Any) -> torch.Tensor:
             if not self.active:
                 return original(hidden_states, cu_seqlens=cu_seqlens, position_embeddings=position_embeddings, **kwargs)
-            if index == 0:
-                self.raster_full = self.raster.clone()
             rows = (self.alive[:, None] * self.unit + torch.arange(self.unit, device=self.alive.device)).flatten()
             if rows.numel() != hidden_states.shape[0]:
                 raise RuntimeError("dymu lost track of the tower's rows")
