@@ -63,7 +63,7 @@ class QwenTowerMerge:
         self.active = self.stage.active
         if not self.active:
             return
-        self.started = time.perf_counter()
+        self.merge_ms = 0.0  # the method's own time (matching and merging), not the tower's
         grid = kwargs["grid_thw"] if "grid_thw" in kwargs else args[1]
         self.grid = grid.tolist()
         order = tower_order(self.visual, grid, self.windowed)  # tower position -> raster unit
@@ -104,7 +104,7 @@ class QwenTowerMerge:
             part = raster_rep[offset : offset + count] - offset
             reps.append(part)
             offset += count
-        self.stage.record(reps, notes, (time.perf_counter() - self.started) * 1000.0)
+        self.stage.record(reps, notes, self.merge_ms)
 
     def _resolve(self) -> torch.Tensor:
         """Each tower position's final representative (following merges of merges)."""
@@ -156,6 +156,13 @@ class QwenTowerMerge:
 
     def _merge(self, index: int, hidden: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Merge within each frame group; returns the hidden states of the units left (tower order)."""
+        start = _clock(hidden)
+        try:
+            return self._merge_units(index, hidden, keys)
+        finally:
+            self.merge_ms += (_clock(hidden) - start) * 1000.0
+
+    def _merge_units(self, index: int, hidden: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         src_all, dst_all, similarities = [], [], []
         frames = self.frame
         for f in range(len(self.per_frame)):
@@ -208,6 +215,12 @@ class QwenTowerMerge:
         full = output.new_zeros(self.units, *output.shape[1:])
         full[self.alive.to(output.device)] = output
         return full
+
+
+def _clock(tensor: torch.Tensor) -> float:
+    if tensor.device.type == "cuda":
+        torch.cuda.synchronize(tensor.device)
+    return time.perf_counter()
 
 
 def capacity(tokens: int, blocks: int) -> int:
