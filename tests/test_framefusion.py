@@ -158,7 +158,7 @@ def test_each_layer_caches_what_the_stats_report_and_the_flop_retention_is_the_b
         stats = tm.model.vtc_stats
     assert stats.stages[0].tokens_after[0] < stats.stages[0].tokens_before[0], "the test needs a merge at layer 0"
     total, length = stats.visual_tokens[0], inputs["input_ids"].shape[1]
-    current, expected = total, []
+    current, expected = len(stats.kept_indices[0]), []
     for idx in range(len(cache_of(out).layers)):
         current = len(stats.layer_kept_indices.get(idx, [[None] * current])[0])
         expected.append(length - (total - current) + 2)  # two decoded tokens fed back
@@ -192,7 +192,7 @@ def test_merged_tokens_keep_their_anchors_positions(family: str) -> None:
             hook.remove()
     rows = tm.visual_rows(inputs, 0)
     assert stats.stages[0].tokens_after[0] < stats.stages[0].tokens_before[0], "the test needs a merge at layer 0"
-    current = list(range(rows.numel()))
+    current = stats.kept_indices[0]  # the first merge is on the language model's input
     for idx in range(len(layers)):
         current = stats.layer_kept_indices.get(idx, [current])[0]
         dropped = set(rows.tolist()) - set(rows[current].tolist())

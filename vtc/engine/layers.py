@@ -1,7 +1,6 @@
 """Layer cuts: a pre-hook on decoder layer K trims hidden states, rotary cos/sin, positions and the mask
 using the last prompt token's attention recorded at layer K-1 (or, for methods with ``attention_from =
-"own"``, layer K's attention on its input, probed before it runs; ``"none"``: no attention, e.g. a merge on
-the layer's input, which may then act at layer 0); later layers get the trimmed versions.
+"own"``, layer K's attention on its input, probed before it runs); later layers get the trimmed versions.
 The KV cache keeps full length below K and the short length from K on, so decode steps get each
 layer's mask mapped onto its own cache length.
 
@@ -39,12 +38,9 @@ class LayerCuts:
             )
         self.num_layers = len(self.adapter.decoder_layers())
         for step in self.steps:
-            if step.method.attention_from not in ("previous", "own", "none"):
-                raise ValueError(f"{step.method.name}: attention_from must be 'previous', 'own' or 'none'")
-            if step.method.attention_from == "none" and not 0 <= step.method.layer < self.num_layers:
-                raise ValueError(f"{step.method.name} acts at layer {step.method.layer}, outside 0..{self.num_layers - 1}")
-            if step.method.attention_from != "none":
-                check_layer(step.method, self.num_layers, "acts at")
+            if step.method.attention_from not in ("previous", "own"):
+                raise ValueError(f"{step.method.name}: attention_from must be 'previous' or 'own'")
+            check_layer(step.method, self.num_layers, "acts at")
 
     def install(self) -> list[Callable[[], None]]:
         """Attention recorders below the cuts and pre-hooks from the first cut on; returns the removers."""
@@ -93,10 +89,9 @@ class LayerCuts:
 
     def _cut(self, idx: int, steps: list[Step], hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
         state = self.engine.state
-        attn = None
         if steps[0].method.attention_from == "own":
             attn = self._own_attention(idx, hidden, kwargs)
-        elif steps[0].method.attention_from == "previous":
+        else:
             attn = state.recorded.pop(idx - 1, None)
             if attn is None and _attention_rows(steps[0], state.visual) is not None:
                 raise RuntimeError(f"no attention was recorded at layer {idx - 1}; the layer stage cannot run")

@@ -53,7 +53,8 @@ class FrameFusion(Method):
     ``tokens`` budget is refused (a count does not say at which layers).
 
     Deviations: vtc acts between layers, the official code inside them. Event 0 merges the LLM input (as the
-    official, before layer 0's attention); event e >= 1 merges layer e's input (officially layer e-1 after its
+    official, before layer 0's attention; it runs as a prefill-stage part, so ``stats.kept_indices`` and
+    ``stats.merged_into`` show it and ``stats.retention`` counts the tokens left after it); event e >= 1 merges layer e's input (officially layer e-1 after its
     attention, before its MLP), and pruning happens before the layer after the one whose attention ranks
     (officially after that layer's attention, before its MLP): each layer then processes exactly the share the
     FLOP model counts for it. The FLOP model uses the model's depth (the official hard-codes 28 layers).
@@ -89,10 +90,10 @@ class FrameFusion(Method):
 
     def parts(self, num_layers: int, budget: Budget) -> list[tuple[Method, Budget | None]]:
         cost = budget.retain if budget.retain is not None else (DEFAULT_COST if self.cost is None else self.cost)
-        return [
-            (FrameFusionLayer(layer=layer, num_layers=num_layers, cost=cost, threshold=self.threshold,
-                              min_share=self.min_share, queries=self.queries), Budget())
-            for layer in range(num_layers)
+        knobs = dict(num_layers=num_layers, cost=cost, threshold=self.threshold, min_share=self.min_share,
+                     queries=self.queries)
+        return [(FrameFusionInput(layer=0, **knobs), Budget())] + [
+            (FrameFusionLayer(layer=layer, **knobs), Budget()) for layer in range(1, num_layers)
         ]
 
 
@@ -117,10 +118,6 @@ class FrameFusionLayer(Method):
     name = "framefusion"
     stage = "layer"
     needs = frozenset({"attn"})
-
-    @property
-    def attention_from(self) -> str:  # type: ignore[override]
-        return "none" if self.layer == 0 else "previous"  # nothing can prune at layer 0: no merge came before it
 
     def attention_rows(self, tokens: list[VisualTokens]) -> int | None:
         """The ranking attention is computed only when a sample prunes at this layer."""
@@ -163,6 +160,14 @@ class FrameFusionLayer(Method):
         keep = torch.sort(top_k_stable(tokens.attn, count)).values
         notes = [_overspent_note(self.layer)] if overspent else []
         return Selection(keep=keep, notes=notes, carry=Progress(progress.shares, "done"))
+
+
+@dataclass
+class FrameFusionInput(FrameFusionLayer):
+    """FrameFusion's first merge event, on the language model's input (before layer 0, as the official code):
+    a prefill-stage part, so every layer's KV cache and every decode mask start from the merged prompt."""
+
+    stage = "prefill"
 
 
 def _progress(tokens: VisualTokens) -> Progress:
