@@ -223,3 +223,22 @@ def test_without_a_budget_it_runs_on_the_official_cost() -> None:
     with vtc.compressed(tm.model, "framefusion", retain=0.3), torch.no_grad():
         tm.model(**inputs)
         assert tm.model.vtc_stats.flop_retention == reached
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava_onevision"])
+def test_ranking_by_every_rows_attention_in_a_left_padded_batch_equals_one_by_one(family: str) -> None:
+    """queries=0 averages over every query row: padding rows must not count (the generic batch oracle runs queries=1)."""
+    tm = tiny(family)
+    clips = tm.batch_clips()
+    with vtc.compressed(tm.model, "framefusion(queries=0):0.5"), torch.no_grad():
+        batched = tm.model(**tm.inputs(clips))
+        stats = tm.model.vtc_stats
+        singles = []
+        for clip in clips:
+            singles.append((tm.model(**tm.inputs([clip])).logits[0, -1], tm.model.vtc_stats))
+    assert stats.tokens_kept[0] != stats.tokens_kept[1]
+    for b, (logits, single) in enumerate(singles):
+        assert single.kept_indices[0] == stats.kept_indices[b]
+        for layer, kept in single.layer_kept_indices.items():
+            assert stats.layer_kept_indices[layer][b] == kept[0]
+        torch.testing.assert_close(batched.logits[b, -1], logits, rtol=1e-4, atol=1e-4)

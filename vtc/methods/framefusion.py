@@ -27,8 +27,7 @@ UNRELATED = -2.0  # similarity of a token with no earlier token at its patch (th
 @register("framefusion")
 @dataclass
 class FrameFusion(Method):
-    """Merge each visual token into the same (h, w) patch of the previous frame while >= 10% are cosine >= 0.6,
-    then keep the tokens the last prompt token attends to most, to a FLOP budget.
+    """Shallow layers: merge tokens into the same patch of the previous frame (cos >= 0.6); then prune to a FLOP budget.
 
     Merging (official ``FrameFusion.forward``): one merge event per layer from layer 0. Each visual token is
     compared (cosine) with the previous remaining token at its (h, w) patch, in sequence order; every token with
@@ -54,11 +53,13 @@ class FrameFusion(Method):
 
     Deviations: vtc acts between layers, the official code inside them. Event 0 merges the LLM input (as the
     official, before layer 0's attention; it runs as a prefill-stage part, so ``stats.kept_indices`` and
-    ``stats.merged_into`` show it and ``stats.retention`` counts the tokens left after it); event e >= 1 merges layer e's input (officially layer e-1 after its
-    attention, before its MLP), and pruning happens before the layer after the one whose attention ranks
-    (officially after that layer's attention, before its MLP): each layer then processes exactly the share the
-    FLOP model counts for it. The FLOP model uses the model's depth (the official hard-codes 28 layers).
-    Similarities are computed in float32 (the official: model dtype); ties keep the lower index; padding rows
+    ``stats.merged_into`` show it and ``stats.retention`` counts the tokens left after it); event e >= 1 merges
+    layer e's input (officially layer e-1 after its attention, before its MLP), and pruning happens before the
+    layer after the one whose attention ranks (officially after that layer's attention, before its MLP): each
+    layer then processes exactly the share the FLOP model counts for it. The FLOP model uses the model's depth
+    (the official hard-codes 28 layers). The official README asks for a per-model ``threshold`` (the paper's
+    S_th); 0.6 is its default. Similarities are computed in float32 (the official: model dtype); ties keep the
+    lower index; padding rows
     are masked out of the ranking attention; a batch merges and prunes each sample on its own (the official
     runs batch size 1). A budget that merging at the shallow layers has already overspent (possible on shallow
     models, where the official raises "The cost is too small") prunes to one token and says so in the notes.
