@@ -7,12 +7,13 @@ import torch
 
 import vtc
 from vtc.attention import rows_attention
-from vtc.methods.framefusion import FrameFusionLayer, Progress, removable_share
+from vtc.methods.framefusion import FrameFusion, FrameFusionLayer, Progress, removable_share
 from vtc.patches import adapter_for
 from vtc.tokens import VisualTokens
 
 from .attention_oracle import with_eager
-from .builders import FAMILIES, cache_of, tiny, video
+from .builders import cache_of, tiny, video
+from .video_like import SIZES, video_tokens
 
 
 def _tokens(frames: list[torch.Tensor]) -> VisualTokens:
@@ -242,3 +243,24 @@ def test_ranking_by_every_rows_attention_in_a_left_padded_batch_equals_one_by_on
         for layer, kept in single.layer_kept_indices.items():
             assert stats.layer_kept_indices[layer][b] == kept[0]
         torch.testing.assert_close(batched.logits[b, -1], logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("retain", [0.5, 0.3, 0.1])
+@pytest.mark.parametrize("size", list(SIZES))
+def test_at_realistic_sizes_the_schedule_reaches_the_flop_budget(size: int, retain: float) -> None:
+    """The parts of a 28-layer model run on video-like tokens (128, 3,136 and 12,544; no model, so features stay
+    the same from layer to layer): the mean share of tokens the layers process is the budget, to within the one
+    token that rounding the last count moves, or a note says merging overspent it."""
+    tokens = video_tokens(*SIZES[size])
+    processed, notes = [], []
+    for part, _ in FrameFusion().parts(28, vtc.Budget(retain=retain)):
+        selection = part.compress(tokens, vtc.Budget())
+        tokens = tokens.subset(selection.keep, selection.features, selection.carry)
+        processed.append(len(tokens) / size)
+        notes += selection.notes
+    reached = sum(processed) / len(processed)
+    assert tokens.carry.phase == "done"
+    if notes:
+        assert reached > retain and "already processed more than the FLOP budget allows" in notes[0]
+    else:
+        assert abs(reached - retain) <= 1 / size
