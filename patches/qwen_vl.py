@@ -192,7 +192,8 @@ class Qwen3VLAdapter(QwenVLAdapter):
         original = lm._deepstack_process
 
         def deepstack_process(_self: Any, hidden_states: torch.Tensor, masks: torch.Tensor, embeds: torch.Tensor):
-            if hidden_states.shape[1] != masks.shape[1]:
+            # after a layer cut (which may leave the padded length as it was: the longest row kept its length)
+            if (engine.state is not None and engine.state.cuts) or hidden_states.shape[1] != masks.shape[1]:
                 masks, embeds = engine.follow_layer_cuts(masks, embeds)
             return original(hidden_states, masks, embeds)
 

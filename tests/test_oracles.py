@@ -30,7 +30,7 @@ def _batch(family: str):
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize(
     "spec", ["random:1.0", "dtd:1.0", "fastv@2:1.0", "dtd:1.0>fastv@2:1.0", "pyramiddrop:1.0", "dycoke-kv:1.0",
-             "visionzip:1.0", "visionzip:1.0>fastv@2:1.0", "dymu:1.0"],
+             "framefusion:1.0", "visionzip:1.0", "visionzip:1.0>fastv@2:1.0", "dymu:1.0"],
 )
 def test_retain_one_is_bit_identical_to_unwrapped(family: str, spec: str) -> None:
     if unsupported_stages(family, spec):

@@ -38,6 +38,8 @@ class VisualTokens:
     vision_cls: whether the vision tower has a [CLS] token that stays outside these rows (vision stage).
     question: [L, D] optional input embeddings of the text after the video (methods with needs={"query"});
               one per sample, not per token, so ``subset`` leaves it as it is.
+    carry:    what a method that acts at several layers hands from one of its parts to the next for this
+              sample (``Selection.carry``; immutable, since generate()'s copies of a sample share it).
 
     Every per-token field is narrowed by ``subset``, so a method never has to guess how one is indexed.
     """
@@ -56,6 +58,7 @@ class VisualTokens:
     vision_keys: torch.Tensor | None = None
     vision_cls: bool = False
     question: torch.Tensor | None = None
+    carry: object = None
 
     @classmethod
     def from_grid(cls, features: torch.Tensor, grid: tuple[int, int, int], seconds_per_frame: float = 1.0) -> "VisualTokens":
@@ -88,8 +91,8 @@ class VisualTokens:
         counts = torch.unique_consecutive(self.frame[order], return_counts=True)[1]
         return list(torch.split(order, counts.tolist()))
 
-    def subset(self, keep: torch.Tensor, features: torch.Tensor | None = None) -> "VisualTokens":
-        """The tokens at rows ``keep`` (sorted), optionally with replaced (merged) features."""
+    def subset(self, keep: torch.Tensor, features: torch.Tensor | None = None, carry: object = None) -> "VisualTokens":
+        """The tokens at rows ``keep`` (sorted), optionally with replaced (merged) features and a new ``carry``."""
         def take(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[keep]
 
@@ -105,6 +108,7 @@ class VisualTokens:
             pixels=take(self.pixels),
             vision_saliency=take(self.vision_saliency),
             vision_keys=take(self.vision_keys),
+            carry=self.carry if carry is None else carry,
         )
 
 
@@ -120,12 +124,14 @@ class Selection:
               kept token its features went into (a kept row points at itself; -1: dropped outright).
               Recorded as ``CompressionStats.merged_into`` so pictures can show which tokens a
               merged token stands for.
+    carry:    optional state for the method's next part at a later layer (``VisualTokens.carry``).
     """
 
     keep: torch.Tensor
     features: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)
     merged_into: torch.Tensor | None = None
+    carry: object = None
 
     def __post_init__(self) -> None:
         if self.keep.ndim != 1:

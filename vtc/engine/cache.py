@@ -50,10 +50,10 @@ class CacheStage:
             removers.append(layers[idx].register_forward_pre_hook(self._hook(idx), with_kwargs=True).remove)
         return removers
 
-    def _record(self, module: nn.Module, attn: torch.Tensor) -> None:
+    def _record(self, module: nn.Module, attention_of: Callable[..., torch.Tensor]) -> None:
         state = self.engine.state
         if state is not None and state.phase == "decode":
-            self._attention = attn
+            self._attention = attention_of()
 
     def _hook(self, idx: int):
         def hook(module: nn.Module, args: tuple, kwargs: dict):

@@ -2,7 +2,11 @@
 using the last prompt token's attention recorded at layer K-1 (or, for methods with ``attention_from =
 "own"``, layer K's attention on its input, probed before it runs); later layers get the trimmed versions.
 The KV cache keeps full length below K and the short length from K on, so decode steps get each
-layer's mask mapped onto its own cache length."""
+layer's mask mapped onto its own cache length.
+
+A layer method may define ``attention_rows(tokens) -> int | None``: given the rows' tokens as they enter
+layer K-1, how many of the last query rows' attention it needs (0: every row's) or None (none, nothing is
+computed); without it, the last row's."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -52,10 +56,14 @@ class LayerCuts:
             removers.append(layers[idx].register_forward_pre_hook(self._layer_hook(idx), with_kwargs=True).remove)
         return removers
 
-    def _record(self, module: nn.Module, attn: torch.Tensor) -> None:
+    def _record(self, module: nn.Module, attention_of: Callable[..., torch.Tensor]) -> None:
         state = self.engine.state
-        if state is not None and state.phase == "prefill":
-            state.recorded[module.layer_idx] = attn
+        if state is None or state.phase != "prefill":
+            return
+        step = next(s for s in self.steps if s.method.layer == module.layer_idx + 1)
+        rows = _attention_rows(step, state.visual)
+        if rows is not None:
+            state.recorded[module.layer_idx] = attention_of(rows)
 
     def _layer_hook(self, idx: int):
         steps = [s for s in self.steps if s.method.layer == idx]
@@ -85,15 +93,17 @@ class LayerCuts:
             attn = self._own_attention(idx, hidden, kwargs)
         else:
             attn = state.recorded.pop(idx - 1, None)
-            if attn is None:
+            if attn is None and _attention_rows(steps[0], state.visual) is not None:
                 raise RuntimeError(f"no attention was recorded at layer {idx - 1}; the layer stage cannot run")
         state.visual = [tok.to(hidden.device) for tok in state.visual]
-        attn = attn.to(hidden.device)
+        attn = None if attn is None else attn.to(hidden.device)
         tokens = [
-            VisualTokens(**{**tok.__dict__, "features": hidden[b, tok.index], "attn": attn[b, tok.index]})
+            VisualTokens(**{**tok.__dict__, "features": hidden[b, tok.index],
+                            "attn": None if attn is None else attn[b, tok.index]})
             for b, tok in enumerate(state.visual)
         ]
         stats = self.engine.model.vtc_stats
+        changed = False
         for step in steps:
             tokens, merged, _ = run_step(
                 step, tokens, stats, self.engine.budget, layer=idx, copies=state.copies, entered=state.entered
@@ -102,6 +112,10 @@ class LayerCuts:
                 hidden = hidden.clone()
                 for b, tok in enumerate(tokens):
                     hidden[b, tok.index] = tok.features.to(hidden.dtype)
+            changed |= merged
+        if not changed and all(len(new) == len(old) for new, old in zip(tokens, state.visual)):
+            state.visual = tokens  # nothing dropped or merged: no cut here (the tokens may carry a method's state)
+            return hidden
         stats.layer_kept_indices[idx] = [sorted_list(t.source) for t in tokens]
         visual = torch.zeros(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
         for b, tok in enumerate(state.visual):
@@ -135,7 +149,7 @@ class LayerCuts:
         layer = self.adapter.decoder_layers()[idx]
         recorded: list[torch.Tensor] = []
         removers = [
-            patch_attribute(layer.self_attn, "_vtc_recorder", lambda module, attn: recorded.append(attn)),
+            patch_attribute(layer.self_attn, "_vtc_recorder", lambda module, attention_of: recorded.append(attention_of())),
             patch_attribute(layer.self_attn, "_vtc_probe", True),
         ]
         try:
@@ -181,6 +195,12 @@ def check_layer(method: Any, num_layers: int, acts: str) -> None:
             f"{method.name} {acts} layer {method.layer}, but it needs the attention of the layer "
             f"before, so it must be in 1..{num_layers - 1} for this model"
         )
+
+
+def _attention_rows(step: Step, tokens: list[VisualTokens]) -> int | None:
+    """How many last query rows' attention the step at the next layer needs now (0: all; None: none)."""
+    rows = getattr(step.method, "attention_rows", None)
+    return 1 if rows is None else rows(tokens)
 
 
 def _prefill_mask(local: Compaction, mask: torch.Tensor | None, hidden: torch.Tensor, flash: bool):

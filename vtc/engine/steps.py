@@ -35,7 +35,7 @@ def run_step(
         selection = step.method.compress(group[0], budget)
         merged |= selection.features is not None
         notes += [f"sample {row}: {note}" for row in range(first, first + copies) for note in selection.notes]
-        out += [tok.subset(selection.keep, selection.features) for tok in group]
+        out += [tok.subset(selection.keep, selection.features, selection.carry) for tok in group]
         moves += [selection.positions(len(group[0]))] * copies
     stats.stages.append(
         StageRecord(
