@@ -39,15 +39,8 @@ class ClsProjectorCut:
         [frames, patches, head_dim] keys averaged over heads."""
         if not self.stage.active:
             return
-        hidden = args[0] if args else kwargs["hidden_states"]
-        with torch.no_grad():
-            batch, length, _ = hidden.shape
-            heads, head_dim = attention.num_heads, attention.head_dim
-            query = attention.q_proj(hidden[:, :1]).view(batch, 1, heads, head_dim).transpose(1, 2)
-            key = attention.k_proj(hidden).view(batch, length, heads, head_dim).transpose(1, 2)
-            scores = (query.float() @ key.float().transpose(-1, -2)) * attention.scale
-            cls = torch.softmax(scores, dim=-1).sum(dim=1)[:, 0, 1:]
-            self.read = (cls, key.float().mean(dim=1)[:, 1:])
+        weights, keys = cls_attention_and_keys(attention, args[0] if args else kwargs["hidden_states"])
+        self.read = (weights.sum(dim=1)[:, 1:], keys.mean(dim=1)[:, 1:])
 
     def _cut(self, _projector: nn.Module, args: tuple) -> tuple | None:
         if not self.stage.active or self.read is None:
@@ -76,3 +69,16 @@ class ClsProjectorCut:
             patch_rows[selection.keep] = selection.features.to(out.dtype)
             out[video * frames : (video + 1) * frames, 1:] = patch_rows.view(frames, patches, -1)
         return (out, *args[1:])
+
+
+def cls_attention_and_keys(attention: nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[frames, heads, S] the [CLS] query's softmax attention over all keys and [frames, heads, S, head_dim] the
+    keys, recomputed from the layer's own input and projections as eager attention would (the layer may run
+    sdpa or flash-attention, which return no weights)."""
+    with torch.no_grad():
+        batch, length, _ = hidden.shape
+        heads, head_dim = attention.num_heads, attention.head_dim
+        query = attention.q_proj(hidden[:, :1]).view(batch, 1, heads, head_dim).transpose(1, 2)
+        key = attention.k_proj(hidden).view(batch, length, heads, head_dim).transpose(1, 2).float()
+        scores = (query.float() @ key.transpose(-1, -2)) * attention.scale
+        return torch.softmax(scores, dim=-1)[:, :, 0], key

@@ -11,13 +11,13 @@ placeholder check passes; the prefill hook drops those rows.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from vtc import attention
+from vtc.engine.steps import device_clock
 from vtc.methods.dymu import bipartite_pairs
 
 from .qwen_vision_stage import narrow_segments, tower_order
@@ -156,11 +156,11 @@ class QwenTowerMerge:
 
     def _merge(self, index: int, hidden: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Merge within each frame group; returns the hidden states of the units left (tower order)."""
-        start = _clock(hidden)
+        start = device_clock(hidden.device)
         try:
             return self._merge_units(index, hidden, keys)
         finally:
-            self.merge_ms += (_clock(hidden) - start) * 1000.0
+            self.merge_ms += (device_clock(hidden.device) - start) * 1000.0
 
     def _merge_units(self, index: int, hidden: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         src_all, dst_all, similarities = [], [], []
@@ -215,12 +215,6 @@ class QwenTowerMerge:
         full = output.new_zeros(self.units, *output.shape[1:])
         full[self.alive.to(output.device)] = output
         return full
-
-
-def _clock(tensor: torch.Tensor) -> float:
-    if tensor.device.type == "cuda":
-        torch.cuda.synchronize(tensor.device)
-    return time.perf_counter()
 
 
 def capacity(tokens: int, blocks: int) -> int:

@@ -6,6 +6,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .cls_vision_stage import cls_attention_and_keys
 from .frame_grid import FrameGridAdapter
 
 
@@ -86,10 +87,5 @@ def cls_attention(attention: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     Recomputed from the layer's own input and projections, as eager attention would: the layer may
     run sdpa or flash-attention, which return no weights.
     """
-    with torch.no_grad():
-        batch, length, _ = hidden.shape
-        heads, head_dim = attention.num_heads, attention.head_dim
-        query = attention.q_proj(hidden[:, :1]).view(batch, 1, heads, head_dim).transpose(1, 2)
-        key = attention.k_proj(hidden).view(batch, length, heads, head_dim).transpose(1, 2)
-        scores = (query.float() @ key.float().transpose(-1, -2)) * attention.scale
-        return torch.softmax(scores, dim=-1).mean(dim=1)[:, 0, 1:]
+    weights, _ = cls_attention_and_keys(attention, hidden)
+    return weights.mean(dim=1)[:, 1:]

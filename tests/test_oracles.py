@@ -64,6 +64,17 @@ def _rope_positions(model, inputs) -> torch.Tensor:
     return positions
 
 
+def dropped_masked(tm, inputs: dict, kept_indices: list[list[int]]) -> torch.Tensor:
+    """The prompt's padding mask with each sample's visual tokens not in ``kept_indices`` masked out too."""
+    mask = inputs["attention_mask"].clone()
+    for b, kept in enumerate(kept_indices):
+        rows = tm.visual_rows(inputs, b)
+        dropped = torch.ones(rows.numel(), dtype=torch.bool)
+        dropped[kept] = False
+        mask[b, rows[dropped]] = 0
+    return mask
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("spec", PRUNING_SPECS)
 def test_pruning_equals_full_sequence_with_dropped_tokens_masked(family: str, spec: str) -> None:
@@ -72,12 +83,7 @@ def test_pruning_equals_full_sequence_with_dropped_tokens_masked(family: str, sp
         pruned = tm.model(**inputs).logits[:, -1]
         stats = tm.model.vtc_stats
     assert sum(stats.tokens_kept) < sum(stats.visual_tokens), "the oracle needs something dropped"
-    mask = inputs["attention_mask"].clone()
-    for b, kept in enumerate(stats.kept_indices):
-        rows = tm.visual_rows(inputs, b)
-        dropped = torch.ones(rows.numel(), dtype=torch.bool)
-        dropped[kept] = False
-        mask[b, rows[dropped]] = 0
+    mask = dropped_masked(tm, inputs, stats.kept_indices)
     with torch.no_grad():
         masked = tm.model(**{**inputs, "attention_mask": mask, "position_ids": _rope_positions(tm.model, inputs)}).logits[:, -1]
     torch.testing.assert_close(pruned, masked, rtol=1e-5, atol=1e-5)

@@ -16,7 +16,7 @@ from transformers import AttentionInterface
 import vtc
 
 from .builders import families_with, tiny, unsupported_stages, video
-from .test_oracles import _rope_positions
+from .test_oracles import _rope_positions, dropped_masked
 
 VISION_FAMILIES = families_with("vision")
 PURE = "visionzip(dominant=6, contextual=0)"  # 6 of each frame's 16 tokens, nothing merged
@@ -127,12 +127,7 @@ def test_language_model_sees_the_cut_features_at_their_original_positions(family
             base.get_video_features = encoder
         stats = tm.model.vtc_stats
     assert stats.stages[0].stage == "vision" and sum(stats.tokens_kept) < sum(stats.visual_tokens)
-    mask = inputs["attention_mask"].clone()
-    for b, kept in enumerate(stats.kept_indices):
-        rows = tm.visual_rows(inputs, b)
-        dropped = torch.ones(rows.numel(), dtype=torch.bool)
-        dropped[kept] = False
-        mask[b, rows[dropped]] = 0
+    mask = dropped_masked(tm, inputs, stats.kept_indices)
     base.get_video_features = lambda *a, **k: captured["out"]
     try:
         with torch.no_grad():

@@ -49,7 +49,11 @@ def run_step(
 
 def clock(tokens: list[VisualTokens]) -> float:
     """Wall time, synchronising CUDA first so per-stage milliseconds are real on GPU."""
-    device = next((t.features.device for t in tokens if len(t)), None)
+    return device_clock(next((t.features.device for t in tokens if len(t)), None))
+
+
+def device_clock(device: torch.device | None) -> float:
+    """Wall time after the work queued on ``device`` (CUDA) has finished."""
     if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()

@@ -10,7 +10,6 @@ token takes its target's.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -19,6 +18,7 @@ import torch
 from ..budget import Budget
 from ..stats import CompressionStats, StageRecord, per_copy
 from ..tokens import Selection, VisualTokens
+from .steps import clock
 
 # Prefill methods that read the tower's own saliency (recorded at its last block) would read a shortened tower.
 READS_TOWER = "vision_saliency"
@@ -66,12 +66,12 @@ class VisionStage:
         """Run the method on each video the tower is encoding; called by the adapter's hooks."""
         out = []
         for tokens in videos:
-            start = _clock(tokens)
+            start = clock([tokens])
             selection = self.method.compress(tokens, self.budget)
             rep = torch.full((len(tokens),), -1, dtype=torch.long, device=tokens.features.device)
             moves = selection.positions(len(tokens))
             rep[moves >= 0] = selection.keep[moves[moves >= 0]]
-            self.cuts.append(VideoCut(rep, notes + selection.notes, (_clock(tokens) - start) * 1000.0))
+            self.cuts.append(VideoCut(rep, notes + selection.notes, (clock([tokens]) - start) * 1000.0))
             out.append(selection)
         return out
 
@@ -121,9 +121,3 @@ class VisionStage:
             ms=sum(c.ms for c in cuts), notes=[f"video {v}: {n}" for v, c in enumerate(cuts) for n in c.notes],
         ))
         return out, links
-
-
-def _clock(tokens: VisualTokens) -> float:
-    if tokens.features.device.type == "cuda":
-        torch.cuda.synchronize(tokens.features.device)
-    return time.perf_counter()
