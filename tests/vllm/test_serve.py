@@ -12,8 +12,9 @@ from vtc.synth import load_dataset
 from vtc.synth.model import parse_answer, question_text
 from vtc.video import load_video
 
+from eval.vllm_server import FRAMES, chat_about_video, run_until_exit, running_server
+
 from .helpers import split
-from .server import FRAMES, chat_about_video, run_until_exit, running_server
 
 # The reference model was trained with transformers' positions (README "Serving with vLLM"); vidcom2 at 50%
 # scores 0.990 through the plugin on the 96-item split (eval/results/vllm.md).
