@@ -82,9 +82,10 @@ def test_each_exact_method_keeps_what_vtc_wrap_keeps(data, plain, hf) -> None:
         kept = config.kept_count((8, 4, 4))
         for request, video, reference in zip(batch[:4], videos, plain):
             chosen.clear()
+            hits = model.vtc_selections.hits
             out = _generate(llm, [request])[0]
             assert len(out.prompt_token_ids) == len(reference.prompt_token_ids) - (full - kept)
-            assert len(chosen) == 2 and chosen[0] == chosen[1], "positions and embeddings must choose alike"
+            assert len(chosen) == 1 and model.vtc_selections.hits == hits + 1, "embeddings reuse the positions' choice"
             inputs = build_inputs(processor, [video], ["q"])
             with vtc.compressed(model_hf, name, retain=0.25), torch.no_grad():
                 model_hf(**inputs)
@@ -96,6 +97,22 @@ def test_each_exact_method_keeps_what_vtc_wrap_keeps(data, plain, hf) -> None:
             assert sorted(same_code.tolist()) == wrapped, f"{name}: the plugin's code chose differently on the same features"
             if name not in FLOAT_SENSITIVE:
                 assert chosen[0] == wrapped, f"{name}: vLLM kept {chosen[0]}, vtc.wrap {wrapped}"
+
+
+def test_each_compressed_video_passes_the_vision_tower_once(reqs) -> None:
+    """The positions call encodes and selects; the feature call of the same step takes that selection."""
+    llm = engine({"method": "dtd", "retain": 0.25}, enable_prefix_caching=False)
+    model = _model(llm)
+    passes = []
+    handle = model.visual.register_forward_hook(lambda *_: passes.append(1))
+    hits, misses = model.vtc_selections.hits, model.vtc_selections.misses
+    try:
+        _generate(llm, reqs[0][:4])
+    finally:
+        handle.remove()
+    assert len(passes) == 4
+    assert (model.vtc_selections.hits - hits, model.vtc_selections.misses - misses) == (4, 0)
+    assert len(model.vtc_selections) == 0
 
 
 def _shorter(request: dict, frames: int) -> dict:
