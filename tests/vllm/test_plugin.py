@@ -6,6 +6,7 @@ import torch
 
 import vtc
 from vtc.integrations.vllm.config import exact_alternatives, parse
+from vtc.integrations.vllm.saliency import video_saliency as plugin_saliency
 from vtc.integrations.vllm.select import keep
 from vtc.runner import build_inputs, default_model_path, load_model
 
@@ -90,10 +91,8 @@ def test_each_exact_method_keeps_what_vtc_wrap_keeps(data, plain, hf) -> None:
             with vtc.compressed(model_hf, name, retain=0.25), torch.no_grad():
                 model_hf(**inputs)
                 wrapped = model_hf.vtc_stats.kept_indices[0]
-                features = model_hf.model.get_video_features(
-                    pixel_values_videos=inputs["pixel_values_videos"], video_grid_thw=inputs["video_grid_thw"]
-                ).pooler_output[0]
-            same_code = keep(config, features, (8, 4, 4), float(inputs["second_per_grid_ts"][0]))[1]
+            features, saliency = _transformers_features(model_hf, inputs)
+            same_code = keep(config, features, (8, 4, 4), float(inputs["second_per_grid_ts"][0]), saliency)[1]
             assert sorted(same_code.tolist()) == wrapped, f"{name}: the plugin's code chose differently on the same features"
             if name not in FLOAT_SENSITIVE:
                 assert chosen[0] == wrapped, f"{name}: vLLM kept {chosen[0]}, vtc.wrap {wrapped}"
@@ -113,6 +112,41 @@ def test_each_compressed_video_passes_the_vision_tower_once(reqs) -> None:
     assert len(passes) == 4
     assert (model.vtc_selections.hits - hits, model.vtc_selections.misses - misses) == (4, 0)
     assert len(model.vtc_selections) == 0
+
+
+def _transformers_features(model_hf, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """One video's merged features and the ATS saliency vtc.wrap reads, from transformers' vision tower."""
+    from vtc.patches import adapter_for
+
+    saliency: list[torch.Tensor] = []
+    removers = adapter_for(model_hf).record_vision_saliency(saliency.extend)
+    try:
+        with torch.no_grad():
+            features = model_hf.model.get_video_features(
+                pixel_values_videos=inputs["pixel_values_videos"], video_grid_thw=inputs["video_grid_thw"]
+            ).pooler_output[0]
+    finally:
+        for remove in removers:
+            remove()
+    return features, saliency[0]
+
+
+def test_vllms_tower_gives_the_saliency_transformers_tower_gives(data, hf, monkeypatch) -> None:
+    """fastvid and holitom rank by the last block's ATS saliency: read from vLLM's tower while it serves a request
+    (its processor's pixels: vLLM normalises them inside the tower), it is the saliency vtc.wrap reads."""
+    import vtc.integrations.vllm.qwen2_5_vl as plugin
+
+    model_hf, processor = hf
+    read: list[torch.Tensor] = []
+    monkeypatch.setattr(plugin, "video_saliency", lambda *a: (lambda s: (read.append(s), s)[1])(plugin_saliency(*a)))
+    llm = engine({"method": "holitom", "retain": 0.25}, enable_prefix_caching=False)
+    batch, videos, _ = requests(data, processor, noise=12)
+    for request, video in zip(batch[:3], videos):
+        read.clear()
+        _generate(llm, [request])
+        inputs = build_inputs(processor, [video], ["q"])
+        assert len(read) == 1
+        torch.testing.assert_close(read[0], _transformers_features(model_hf, inputs)[1], rtol=1e-3, atol=1e-6)
 
 
 def _shorter(request: dict, frames: int) -> dict:

@@ -34,6 +34,7 @@ from vllm.multimodal.processing import PromptReplacement, PromptUpdate
 from .config import ServingConfig
 from .positions import MediaItem, grid_positions, prompt_positions
 from .reuse import SelectionCache
+from .saliency import LastBlockQueriesKeys, video_saliency
 from .select import keep
 from .startup import model_config_entry, startup_config
 
@@ -117,8 +118,13 @@ class VtcQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         assert self.vtc is not None
         (t, h, w), seconds = key
         merge = self.visual.spatial_merge_size
-        embeds = self.visual(pixels.to(self.visual.device), grid_thw=[[t, h, w]])
-        return keep(self.vtc, embeds, (t, h // merge, w // merge), seconds)
+        pixels, grid = pixels.to(self.visual.device), (t, h // merge, w // merge)
+        if "vision_saliency" not in self.vtc.needs:
+            return keep(self.vtc, self.visual(pixels, grid_thw=[[t, h, w]]), grid, seconds)
+        metadata = self.visual.prepare_encoder_metadata([[t, h, w]])  # what the tower computes, kept for its window order
+        with LastBlockQueriesKeys(self.visual) as read:
+            embeds = self.visual(pixels, grid_thw=[[t, h, w]], encoder_metadata=metadata)
+        return keep(self.vtc, embeds, grid, seconds, video_saliency(read, metadata["window_index"], (t, h, w), merge))
 
 
 def _video_key(grid_thw: torch.Tensor, seconds: torch.Tensor | None) -> tuple[tuple[int, int, int], float]:
