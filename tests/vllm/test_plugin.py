@@ -131,22 +131,35 @@ def _transformers_features(model_hf, inputs) -> tuple[torch.Tensor, torch.Tensor
     return features, saliency[0]
 
 
-def test_vllms_tower_gives_the_saliency_transformers_tower_gives(data, hf, monkeypatch) -> None:
+@pytest.mark.parametrize("upscale", [1, 2], ids=["112px", "224px"])
+def test_vllms_tower_gives_the_saliency_transformers_tower_gives(data, hf, monkeypatch, upscale) -> None:
     """fastvid and holitom rank by the last block's ATS saliency: read from vLLM's tower while it serves a request
-    (its processor's pixels: vLLM normalises them inside the tower), it is the saliency vtc.wrap reads."""
+    (its processor's pixels: vLLM normalises them inside the tower), it is the saliency vtc.wrap reads. At 224 px a
+    frame holds four attention windows, so the tower's window order is not the raster order."""
+    import copy
+
+    import numpy as np
+
     import vtc.integrations.vllm.qwen2_5_vl as plugin
 
     model_hf, processor = hf
-    read: list[torch.Tensor] = []
-    monkeypatch.setattr(plugin, "video_saliency", lambda *a: (lambda s: (read.append(s), s)[1])(plugin_saliency(*a)))
-    llm = engine({"method": "holitom", "retain": 0.25}, enable_prefix_caching=False)
+    processor = copy.deepcopy(processor)
+    size = {"longest_edge": (112 * upscale) ** 2, "shortest_edge": 3136}
+    processor.video_processor.size = size
+    read: list[tuple[torch.Tensor, torch.Tensor]] = []
+    monkeypatch.setattr(plugin, "video_saliency", lambda *a: (lambda s: (read.append((a[1], s)), s)[1])(plugin_saliency(*a)))
+    llm = engine({"method": "holitom", "retain": 0.25}, enable_prefix_caching=False, mm_processor_kwargs={"size": size})
     batch, videos, _ = requests(data, processor, noise=12)
-    for request, video in zip(batch[:3], videos):
+    for request, video in zip(batch[:2], videos):
+        video.frames = np.repeat(np.repeat(video.frames, upscale, axis=1), upscale, axis=2)
+        request["multi_modal_data"]["video"] = [(video.frames, request["multi_modal_data"]["video"][0][1])]
         read.clear()
         _generate(llm, [request])
         inputs = build_inputs(processor, [video], ["q"])
-        assert len(read) == 1
-        torch.testing.assert_close(read[0], _transformers_features(model_hf, inputs)[1], rtol=1e-3, atol=1e-6)
+        assert [int(v) for v in inputs["video_grid_thw"][0]] == [8, 8 * upscale, 8 * upscale]
+        window_index, saliency = read[0]
+        assert len(read) == 1 and bool((window_index != torch.arange(window_index.numel())).any()) == (upscale > 1)
+        torch.testing.assert_close(saliency, _transformers_features(model_hf, inputs)[1], rtol=1e-3, atol=1e-6)
 
 
 def _shorter(request: dict, frames: int) -> dict:
