@@ -23,7 +23,8 @@ def test_a_method_spec_string_or_mapping_sets_method_and_budget() -> None:
     ({"method": "vidcom2"}, "placeholder run"),
     ({"method": "dtd(threshold=0.5)"}, "placeholder run"),
     ({"method": "pool", "retain": 0.25}, "structured method"),
-    ({"method": "holitom", "retain": 0.25}, "vision_saliency"),
+    ({"method": "dtd(mode=pixel)", "retain": 0.25}, "pixels"),
+    ({"method": "holitom(inner_layer=2)", "retain": 0.25}, "layer part"),
     ({"method": "fastv", "retain": 0.5}, "prefill-stage methods only"),
     ({"method": "random", "retain": 0.25, "positions": "hf"}, "positions"),
     ({"method": "random", "retain": 0.25, "budget": 3}, "unknown config key"),
@@ -33,6 +34,26 @@ def test_a_method_spec_string_or_mapping_sets_method_and_budget() -> None:
 def test_bad_configs_are_refused_naming_the_problem(raw, message) -> None:
     with pytest.raises(ValueError, match=message):
         parse(raw)
+
+
+def test_saliency_methods_run_and_are_refused_under_tensor_parallelism() -> None:
+    """fastvid and holitom read the vision tower's last-block saliency (one head set per tensor-parallel rank)."""
+    from types import SimpleNamespace
+
+    from vtc.integrations.vllm.startup import startup_config
+
+    assert {"fastvid", "holitom", "prunevid"} <= set(exact_alternatives())
+    for name in ("fastvid", "holitom"):
+        assert parse({"method": name, "retain": 0.25}).needs == {"vision_saliency"}
+
+    def vllm_config(tp: int, method: str) -> SimpleNamespace:
+        model = SimpleNamespace(hf_config=SimpleNamespace(vtc={"method": method, "retain": 0.25}), multimodal_config=None)
+        return SimpleNamespace(additional_config={}, model_config=model, parallel_config=SimpleNamespace(tensor_parallel_size=tp))
+
+    assert startup_config(vllm_config(1, "holitom")).needs == {"vision_saliency"}
+    assert startup_config(vllm_config(2, "vidcom2")) is not None
+    with pytest.raises(ValueError, match="tensor_parallel_size=1"):
+        startup_config(vllm_config(2, "fastvid"))
 
 
 def test_refusals_name_the_exact_budget_methods() -> None:

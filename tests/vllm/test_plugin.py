@@ -6,6 +6,7 @@ import torch
 
 import vtc
 from vtc.integrations.vllm.config import exact_alternatives, parse
+from vtc.integrations.vllm.saliency import video_saliency as plugin_saliency
 from vtc.integrations.vllm.select import keep
 from vtc.runner import build_inputs, default_model_path, load_model
 
@@ -82,20 +83,83 @@ def test_each_exact_method_keeps_what_vtc_wrap_keeps(data, plain, hf) -> None:
         kept = config.kept_count((8, 4, 4))
         for request, video, reference in zip(batch[:4], videos, plain):
             chosen.clear()
+            hits = model.vtc_selections.hits
             out = _generate(llm, [request])[0]
             assert len(out.prompt_token_ids) == len(reference.prompt_token_ids) - (full - kept)
-            assert len(chosen) == 2 and chosen[0] == chosen[1], "positions and embeddings must choose alike"
+            assert len(chosen) == 1 and model.vtc_selections.hits == hits + 1, "embeddings reuse the positions' choice"
             inputs = build_inputs(processor, [video], ["q"])
             with vtc.compressed(model_hf, name, retain=0.25), torch.no_grad():
                 model_hf(**inputs)
                 wrapped = model_hf.vtc_stats.kept_indices[0]
-                features = model_hf.model.get_video_features(
-                    pixel_values_videos=inputs["pixel_values_videos"], video_grid_thw=inputs["video_grid_thw"]
-                ).pooler_output[0]
-            same_code = keep(config, features, (8, 4, 4), float(inputs["second_per_grid_ts"][0]))[1]
+            features, saliency = _transformers_features(model_hf, inputs)
+            same_code = keep(config, features, (8, 4, 4), float(inputs["second_per_grid_ts"][0]), saliency)[1]
             assert sorted(same_code.tolist()) == wrapped, f"{name}: the plugin's code chose differently on the same features"
             if name not in FLOAT_SENSITIVE:
                 assert chosen[0] == wrapped, f"{name}: vLLM kept {chosen[0]}, vtc.wrap {wrapped}"
+
+
+def test_each_compressed_video_passes_the_vision_tower_once(reqs) -> None:
+    """The positions call encodes and selects; the feature call of the same step takes that selection."""
+    llm = engine({"method": "dtd", "retain": 0.25}, enable_prefix_caching=False)
+    model = _model(llm)
+    passes = []
+    handle = model.visual.register_forward_hook(lambda *_: passes.append(1))
+    hits, misses = model.vtc_selections.hits, model.vtc_selections.misses
+    try:
+        _generate(llm, reqs[0][:4])
+    finally:
+        handle.remove()
+    assert len(passes) == 4
+    assert (model.vtc_selections.hits - hits, model.vtc_selections.misses - misses) == (4, 0)
+    assert len(model.vtc_selections) == 0
+
+
+def _transformers_features(model_hf, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """One video's merged features and the ATS saliency vtc.wrap reads, from transformers' vision tower."""
+    from vtc.patches import adapter_for
+
+    saliency: list[torch.Tensor] = []
+    removers = adapter_for(model_hf).record_vision_saliency(saliency.extend)
+    try:
+        with torch.no_grad():
+            features = model_hf.model.get_video_features(
+                pixel_values_videos=inputs["pixel_values_videos"], video_grid_thw=inputs["video_grid_thw"]
+            ).pooler_output[0]
+    finally:
+        for remove in removers:
+            remove()
+    return features, saliency[0]
+
+
+@pytest.mark.parametrize("upscale", [1, 2], ids=["112px", "224px"])
+def test_vllms_tower_gives_the_saliency_transformers_tower_gives(data, hf, monkeypatch, upscale) -> None:
+    """fastvid and holitom rank by the last block's ATS saliency: read from vLLM's tower while it serves a request
+    (its processor's pixels: vLLM normalises them inside the tower), it is the saliency vtc.wrap reads. At 224 px a
+    frame holds four attention windows, so the tower's window order is not the raster order."""
+    import copy
+
+    import numpy as np
+
+    import vtc.integrations.vllm.qwen2_5_vl as plugin
+
+    model_hf, processor = hf
+    processor = copy.deepcopy(processor)
+    size = {"longest_edge": (112 * upscale) ** 2, "shortest_edge": 3136}
+    processor.video_processor.size = size
+    read: list[tuple[torch.Tensor, torch.Tensor]] = []
+    monkeypatch.setattr(plugin, "video_saliency", lambda *a: (lambda s: (read.append((a[1], s)), s)[1])(plugin_saliency(*a)))
+    llm = engine({"method": "holitom", "retain": 0.25}, enable_prefix_caching=False, mm_processor_kwargs={"size": size})
+    batch, videos, _ = requests(data, processor, noise=12)
+    for request, video in zip(batch[:2], videos):
+        video.frames = np.repeat(np.repeat(video.frames, upscale, axis=1), upscale, axis=2)
+        request["multi_modal_data"]["video"] = [(video.frames, request["multi_modal_data"]["video"][0][1])]
+        read.clear()
+        _generate(llm, [request])
+        inputs = build_inputs(processor, [video], ["q"])
+        assert [int(v) for v in inputs["video_grid_thw"][0]] == [8, 8 * upscale, 8 * upscale]
+        window_index, saliency = read[0]
+        assert len(read) == 1 and bool((window_index != torch.arange(window_index.numel())).any()) == (upscale > 1)
+        torch.testing.assert_close(saliency, _transformers_features(model_hf, inputs)[1], rtol=1e-3, atol=1e-6)
 
 
 def _shorter(request: dict, frames: int) -> dict:

@@ -284,6 +284,7 @@ class HoliTom(Method):
     inner_ratio: float | None = None
     stage = "prefill"
     needs = frozenset({"vision_saliency"})
+    exact_budget = True  # a vtc budget is met exactly, static content included (see the docstring)
     budget_knob = ("retain_ratio", "retain_ratio= (RETAIN_RATIO)")
     whole_video_only = "merges static tokens over whole windows of frames"
 

@@ -253,6 +253,7 @@ class PruneVid(Method):
     cluster_ratio: float | None = None
     k: int = 7
     stage = "prefill"
+    exact_budget = True  # a vtc budget is met exactly, static content included (see the docstring)
     budget_knob = ("cluster_ratio", "cluster_ratio= (the paper's knob)")
     whole_video_only = "merges static tokens over whole windows of frames"
 

@@ -12,6 +12,8 @@ from ...pipeline import Pipeline
 
 KEY = "vtc"
 POSITION_CONVENTIONS = ("vllm", "transformers")
+# Inputs besides the features that the plugin reads from vLLM's vision tower (.saliency).
+SUPPORTED_NEEDS = frozenset({"vision_saliency"})
 _FIELDS = {"method", "retain", "tokens", "scope", "positions"}
 
 
@@ -28,6 +30,11 @@ class ServingConfig:
     pipeline: Pipeline
     budget: Budget
     positions: str = "vllm"
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """What the steps read besides the features (a subset of ``SUPPORTED_NEEDS``)."""
+        return frozenset().union(*(step.method.needs for step in self.pipeline.steps))
 
     def kept_count(self, grid: tuple[int, int, int]) -> int:
         """Tokens one video of merged token grid (T, H, W) keeps after every step, before any feature exists."""
@@ -74,7 +81,8 @@ def exact_alternatives() -> list[str]:
     """Prefill methods the plugin can size exactly (with a vtc budget) and run on vLLM's inputs."""
     from ...registry import get, list_methods
 
-    return [n for n in list_methods() if get(n).stage == "prefill" and get(n).exact_budget and not _static_needs(get(n))]
+    return [n for n in list_methods()
+            if get(n).stage == "prefill" and get(n).exact_budget and not _static_needs(get(n)) - SUPPORTED_NEEDS]
 
 
 def _check_step(method: Any, budget: Budget, first: bool) -> None:
@@ -84,15 +92,19 @@ def _check_step(method: Any, budget: Budget, first: bool) -> None:
             f"vtc: {name!r} is a {method.stage}-stage method; inside vLLM vtc runs prefill-stage methods only "
             f"(exact-budget ones: {', '.join(exact_alternatives())})"
         )
-    if method.needs:
+    if method.needs - SUPPORTED_NEEDS:
         raise ValueError(
-            f"vtc: {name!r} needs {sorted(method.needs)}, which the vLLM plugin does not capture (it sees the "
-            f"vision tower's output only); methods that run on it: {', '.join(exact_alternatives())}"
+            f"vtc: {name!r} needs {sorted(method.needs - SUPPORTED_NEEDS)}, which the vLLM plugin does not capture "
+            f"(it reads the vision tower's output and its last block's saliency); methods that run on it: "
+            f"{', '.join(exact_alternatives())}"
         )
     try:
         resolved = method.resolve_budget(budget)
     except ValueError as err:
         raise ValueError(f"vtc: {err}") from None
+    if len(method.parts(1, resolved)) > 1:
+        raise ValueError(f"vtc: {method.describe()} also runs inside the language model (a layer part), which the "
+                         f"vLLM plugin does not do; leave that knob unset")
     if not first and resolved.scope == "frame":
         raise ValueError(f"vtc: {name!r} after another step cannot take a per-frame budget (its frames' sizes depend on the video)")
     if method.kept_count([1], resolved) is None:

@@ -2,17 +2,17 @@
 
 Three points of vLLM's Qwen2.5-VL change, each in a subclass (nothing of vLLM is patched):
 * the prompt processor gives each video a placeholder run of exactly ``ServingConfig.kept_count`` tokens;
-* ``embed_multimodal`` encodes each video with vLLM's vision tower, then runs the configured ``vtc.methods``
-  steps through ``vtc.engine.steps.run_step`` (the function ``vtc.wrap`` runs them with) and returns the kept
-  (or merged) features;
 * ``get_mrope_input_positions`` gives text the positions it has in the uncompressed prompt and kept tokens
-  their original (t, h, w) positions.
-vLLM asks for a prompt's positions when the request arrives, before it encodes anything, and its hook for
-positions of pruned tokens (``recompute_mrope_positions``) is never called by the CPU model runner of vLLM
-0.32 (``CPUModelRunner.load_model`` leaves ``is_multimodal_pruning_enabled`` off: that is why EVS crashes on
-CPU). So the positions call selects too: it encodes the video and runs the method, and ``embed_multimodal``
-repeats exactly that computation (one video at a time, the same inputs, so the same choice). The vision
-tower runs twice per compressed video: the price of not patching vLLM's runner.
+  their original (t, h, w) positions;
+* ``embed_multimodal`` returns each video's kept (or merged) features.
+vLLM asks for a prompt's positions when the scheduler first hands the request to the model runner, before its
+videos are encoded, and its hook for positions of pruned tokens (``recompute_mrope_positions``) is never called
+by the CPU model runner of vLLM 0.32 (``CPUModelRunner.load_model`` leaves ``is_multimodal_pruning_enabled``
+off: that is why EVS crashes on CPU). So the positions call selects: it encodes each video with vLLM's vision
+tower and runs the configured ``vtc.methods`` steps through ``vtc.engine.steps.run_step`` (the function
+``vtc.wrap`` runs them with), and keeps the result (:mod:`.reuse`) for ``embed_multimodal``, which the runner
+calls for the same videos in the same step: the vision tower runs once per video. Only a video the positions
+call did not leave there (a dropped entry) is encoded again, with the same inputs and so the same choice.
 Without a ``vtc`` entry in the model's config every method is vLLM's own.
 """
 from __future__ import annotations
@@ -33,6 +33,8 @@ from vllm.multimodal.processing import PromptReplacement, PromptUpdate
 
 from .config import ServingConfig
 from .positions import MediaItem, grid_positions, prompt_positions
+from .reuse import SelectionCache
+from .saliency import LastBlockQueriesKeys, video_saliency
 from .select import keep
 from .startup import model_config_entry, startup_config
 
@@ -69,6 +71,7 @@ class VtcQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         config = startup_config(vllm_config)  # refuses a bad or misplaced config before any weight loads
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         self.vtc: ServingConfig | None = config
+        self.vtc_selections = SelectionCache()
 
     def get_mrope_input_positions(self, input_tokens: list[int], mm_features: list[Any]) -> tuple[torch.Tensor, int]:
         if self.vtc is None:
@@ -79,9 +82,11 @@ class VtcQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
             relative = grid_positions(t, h, w, t_factor)
             if feature.modality == "video":
                 data = feature.data
-                seconds = data["second_per_grid_ts"].data if data.get("second_per_grid_ts") else None
+                pixels = data["pixel_values_videos"].data
+                key = _video_key(data["video_grid_thw"].data, data["second_per_grid_ts"].data if data.get("second_per_grid_ts") else None)
                 with torch.inference_mode():
-                    _, source = self._select(data["pixel_values_videos"].data, data["video_grid_thw"].data, seconds)
+                    features, source = self._select(pixels, key)
+                self.vtc_selections.put(pixels, key, features, source)
                 kept = relative[:, source.cpu().numpy()]
             else:
                 kept = relative
@@ -103,16 +108,27 @@ class VtcQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
             seconds = inputs.get("second_per_grid_ts")
             pixels = inputs["pixel_values_videos"].split(grids.prod(-1).tolist())
             for i, (video_pixels, grid) in enumerate(zip(pixels, grids)):
-                out += (self._select(video_pixels, grid, None if seconds is None else seconds[i])[0],)
+                key = _video_key(grid, None if seconds is None else seconds[i])
+                taken = self.vtc_selections.take(video_pixels, key)
+                out += ((taken if taken is not None else self._select(video_pixels, key))[0],)
         return out
 
-    def _select(
-        self, pixels: torch.Tensor, grid_thw: torch.Tensor, seconds: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _select(self, pixels: torch.Tensor, key: tuple[tuple[int, int, int], float]) -> tuple[torch.Tensor, torch.Tensor]:
         """One video's kept features [K, D] and their indices among its T*H*W tokens (t-major raster)."""
         assert self.vtc is not None
+        (t, h, w), seconds = key
         merge = self.visual.spatial_merge_size
-        t, h, w = (int(v) for v in grid_thw.reshape(-1).tolist())
-        grid = (t, h // merge, w // merge)
-        embeds = self.visual(pixels.to(self.visual.device), grid_thw=[[t, h, w]])
-        return keep(self.vtc, embeds, grid, float(seconds.reshape(-1)[0]) if seconds is not None else 1.0)
+        pixels, grid = pixels.to(self.visual.device), (t, h // merge, w // merge)
+        if "vision_saliency" not in self.vtc.needs:
+            return keep(self.vtc, self.visual(pixels, grid_thw=[[t, h, w]]), grid, seconds)
+        metadata = self.visual.prepare_encoder_metadata([[t, h, w]])  # what the tower computes, kept for its window order
+        with LastBlockQueriesKeys(self.visual) as read:
+            embeds = self.visual(pixels, grid_thw=[[t, h, w]], encoder_metadata=metadata)
+        return keep(self.vtc, embeds, grid, seconds, video_saliency(read, metadata["window_index"], (t, h, w), merge))
+
+
+def _video_key(grid_thw: torch.Tensor, seconds: torch.Tensor | None) -> tuple[tuple[int, int, int], float]:
+    """What a video's selection depends on besides its pixels: its patch grid (T, H, W) and seconds per
+    temporal token (1.0 when vLLM passes none, as for ``vtc.wrap``)."""
+    t, h, w = (int(v) for v in grid_thw.reshape(-1).tolist())
+    return (t, h, w), float(seconds.reshape(-1)[0]) if seconds is not None else 1.0

@@ -26,4 +26,10 @@ def startup_config(vllm_config: Any) -> ServingConfig | None:
     mm_config = vllm_config.model_config.multimodal_config
     if config is not None and mm_config is not None and mm_config.get_video_pruning_spec() is not None:
         raise ValueError("vtc: a vtc method and vLLM's own video pruning (video_pruning_rate) cannot both run")
+    tensor_parallel = getattr(vllm_config.parallel_config, "tensor_parallel_size", 1)
+    if config is not None and "vision_saliency" in config.needs and tensor_parallel > 1:
+        raise ValueError(
+            f"vtc: {config.pipeline.describe()} ranks by the vision tower's attention, whose heads tensor parallelism "
+            f"splits over {tensor_parallel} ranks (each would rank by its own heads); run it with tensor_parallel_size=1"
+        )
     return config
