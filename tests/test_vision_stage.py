@@ -179,3 +179,16 @@ def test_composes_with_select_and_layer_stages() -> None:
     assert [s.stage for s in stats.stages][:2] == ["select", "vision"]
     assert stats.stages[1].tokens_before == [32] and stats.stages[1].tokens_after == [16]
     assert out.shape[1] > 0
+
+
+@pytest.mark.parametrize("spec", ["visionzip:0.5", "dymu:0.5"])
+def test_runs_in_bfloat16(spec: str) -> None:
+    """The dtype path a GPU user takes: merged features go back to the tower's dtype."""
+    tm = tiny("qwen2_5_vl")
+    model = copy.deepcopy(tm.model).to(torch.bfloat16)
+    inputs = tm.inputs([video(8)])
+    inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(torch.bfloat16)
+    with vtc.compressed(model, spec), torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
+        stats = model.vtc_stats
+    assert stats.tokens_kept == [32] and out.shape[1] == inputs["input_ids"].shape[1] + 2
