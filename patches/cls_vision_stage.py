@@ -1,9 +1,11 @@
-"""The vision stage on CLIP-style towers with a real [CLS] whose projector maps each tower token to one
-language-model row (Video-LLaVA): the method decides on the feature layer's output, before the projector.
+"""The vision stage on towers with a real [CLS] whose projector input has one row per language-model token
+(Video-LLaVA: one per patch, the [CLS] row first; InternVL: one per pixel-shuffled 2x2 block of patches, no
+[CLS]): the method decides on the projector's input.
 
 The [CLS] query's attention and the head-averaged keys are read at the encoder layer whose output becomes
-the video features (VisionZip's "penultimate layer" in LLaVA); the projector then receives the method's
-features (merged ones at their targets). Transformers runs the whole tower regardless, so nothing is
+the video features (VisionZip's "penultimate layer" in LLaVA), summed (attention) or averaged (keys) over
+each row's patches where a row holds several; the projector then receives the method's features (merged
+ones at their targets). Transformers runs the whole tower regardless, so nothing is
 saved inside the encoder here: the saving is in the language model. Dropped rows leave at the prefill hook.
 """
 from __future__ import annotations
@@ -18,13 +20,23 @@ from vtc.tokens import VisualTokens
 NOTE = "[CLS] attention and keys read at vision layer {layer}; the tower runs whole (features cut before the projector)"
 
 
+Reader = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
 class ClsProjectorCut:
-    """Hooks on one encoder layer's attention (to read it) and on the projector (to apply the decision)."""
+    """Hooks on one encoder layer's attention (to read it) and on the projector (to apply the decision).
+
+    ``frames`` gives, per video (or prompt) being encoded, its frames in order; ``read`` returns the [CLS]
+    query's attention [frames, heads, S] and the keys [frames, heads, S, head_dim] from the attention's input;
+    ``pool`` maps per-patch values [frames, patches, ...] onto the projector's rows (None: one row per patch);
+    ``cls_row``: the projector input starts each frame with the [CLS] row (kept, outside the method's rows).
+    """
 
     def __init__(self, attention: nn.Module, projector: nn.Module, stage: Any, layer: int, grid: tuple[int, int],
-                 frames_per_video: Callable[[], int]) -> None:
+                 frames: Callable[[], list[int]], read: Reader, pool: Callable[..., torch.Tensor] | None = None,
+                 cls_row: bool = True) -> None:
         self.attention, self.projector, self.stage, self.layer = attention, projector, stage, layer
-        self.grid, self.frames_per_video = grid, frames_per_video
+        self.grid, self.frames, self.reader, self.pool, self.cls_row = grid, frames, read, pool, cls_row
         self.read: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def install(self) -> list[Callable[[], None]]:
@@ -35,39 +47,47 @@ class ClsProjectorCut:
         return [h.remove for h in handles]
 
     def _read(self, attention: nn.Module, args: tuple, kwargs: dict) -> None:
-        """[frames, patches] [CLS] attention summed over heads (softmax over all keys, as eager attention) and
-        [frames, patches, head_dim] keys averaged over heads."""
+        """Per row: the [CLS] attention summed over heads (softmax over all keys, as eager attention) and the
+        keys averaged over heads."""
         if not self.stage.active:
             return
-        weights, keys = cls_attention_and_keys(attention, args[0] if args else kwargs["hidden_states"])
-        self.read = (weights.sum(dim=1)[:, 1:], keys.mean(dim=1)[:, 1:])
+        weights, keys = self.reader(attention, args[0] if args else kwargs["hidden_states"])
+        scores, keys = weights.sum(dim=1)[:, 1:], keys.mean(dim=1)[:, 1:]
+        if self.pool is not None:
+            scores, keys = self.pool(scores, "sum"), self.pool(keys, "mean")
+        self.read = (scores, keys)
 
     def _cut(self, _projector: nn.Module, args: tuple) -> tuple | None:
         if not self.stage.active or self.read is None:
             return None
-        hidden = args[0]  # [frames, 1 + patches, C], the [CLS] first
-        cls, keys = self.read
+        hidden = args[0]  # [frames, (1 +) rows, C]
+        first = 1 if self.cls_row else 0
+        scores, keys = self.read
         self.read = None
-        frames = self.frames_per_video()
-        patches = hidden.shape[1] - 1
-        videos = []
-        for start in range(0, hidden.shape[0], frames):
-            part = slice(start, start + frames)
-            tokens = VisualTokens.from_grid(hidden[part, 1:].reshape(frames * patches, -1), (frames, *self.grid))
-            tokens.vision_saliency = cls[part].reshape(-1).to(hidden.device)
-            tokens.vision_keys = keys[part].reshape(frames * patches, -1).to(hidden.device)
-            tokens.vision_cls = True
+        rows = hidden.shape[1] - first
+        videos, start = [], 0
+        for count in self.frames():
+            part = slice(start, start + count)
+            start += count
+            tokens = VisualTokens.from_grid(hidden[part, first:].reshape(count * rows, -1), (count, *self.grid))
+            tokens.vision_saliency = scores[part].reshape(-1).to(hidden.device)
+            tokens.vision_keys = keys[part].reshape(count * rows, -1).to(hidden.device)
+            tokens.vision_cls = self.cls_row
             videos.append(tokens)
+        if start != hidden.shape[0]:
+            raise ValueError(f"the projector received {hidden.shape[0]} frames but the prompts hold {start}")
         selections = self.stage.compress(videos, [NOTE.format(layer=self.layer)])
         if all(s.features is None for s in selections):
             return None  # dropped rows leave at the prefill hook; kept rows are unchanged
         out = hidden.clone()
-        for video, (tokens, selection) in enumerate(zip(videos, selections)):
-            if selection.features is None:
-                continue
-            patch_rows = out[video * frames : (video + 1) * frames, 1:].reshape(frames * patches, -1)
-            patch_rows[selection.keep] = selection.features.to(out.dtype)
-            out[video * frames : (video + 1) * frames, 1:] = patch_rows.view(frames, patches, -1)
+        start = 0
+        for tokens, selection in zip(videos, selections):
+            count = len(tokens) // rows
+            if selection.features is not None:
+                block = out[start : start + count, first:].reshape(count * rows, -1)
+                block[selection.keep] = selection.features.to(out.dtype)
+                out[start : start + count, first:] = block.view(count, rows, -1)
+            start += count
         return (out, *args[1:])
 
 

@@ -1,7 +1,7 @@
 """InternVL (InternVL3 / InternVL3.5 "-hf" checkpoints): Qwen2 language model with 1D RoPE, frames as images."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ class InternVLAdapter(ImageFramesAdapter):
     """
 
     model_types = ("internvl",)
-    vision_refusal = "pixel shuffle folds 2x2 patches into one row after the tower; vtc does not hook that yet"
+    vision_stage = "projector"
     family = "InternVL"
     pixel_mean, pixel_std = CLIP_MEAN, CLIP_STD
     batch_note = (
@@ -58,26 +58,68 @@ class InternVLAdapter(ImageFramesAdapter):
         handle = attention.register_forward_pre_hook(read_cls_attention, with_kwargs=True)
         return [handle.remove]
 
+    def install_vision_stage(self, stage: Any) -> list[Callable[[], None]]:
+        """VisionZip on the projector's input (one row per pixel-shuffled block), read at the last ViT layer, each
+        frame on its own (a retain budget is met per frame, rounded up per frame)."""
+        from .cls_vision_stage import ClsProjectorCut
+
+        if getattr(stage.method, "every_block", False):
+            raise NotImplementedError(
+                f"the InternVL adapter cannot run {stage.method.name}: it acts in every block of the tower, and "
+                "InternVL's vision stage acts on the projector's input"
+            )
+        if self.config.vision_feature_layer != -1 or stage.method.layer not in (-1, -2):
+            raise ValueError(
+                f"{stage.method.name} on InternVL reads the last ViT layer, whose output feeds the projector "
+                "(vision_feature_layer=-1); other layers are not available before the projector"
+            )
+        if stage.budget.tokens is not None and stage.budget.scope != "frame":
+            raise ValueError(
+                f"{stage.method.name} on InternVL decides frame by frame (the model encodes a flat batch of frames "
+                "that does not say which prompt each belongs to): give retain= or a per-frame token count"
+            )
+        height, width = self.frame_grid()
+
+        def pool(values: torch.Tensor, how: str) -> torch.Tensor:
+            return pool_patches(values, height, width, mean=how == "mean")
+
+        tower = _resolve(self.model, "model.vision_tower")
+        return ClsProjectorCut(tower.encoder.layer[-1].attention, _resolve(self.model, "model.multi_modal_projector"),
+                               stage, len(tower.encoder.layer) - 1, (height, width), lambda: frames_of(stage),
+                               cls_weights_and_keys, pool, cls_row=False).install()
+
+
+def cls_attention(module: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Head-averaged softmax attention of the [CLS] query over the patch keys: [frames, patches], float32."""
+    weights, _ = cls_weights_and_keys(module, hidden)
+    return weights.mean(dim=1)[:, 1:]
+
+
+def frames_of(stage: Any) -> list[int]:
+    """One group per encoded frame."""
+    return [1] * int(stage.engine._encoded_video["pixel_values"].shape[0])
+
 
 @torch.no_grad()
-def cls_attention(module: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """Head-averaged softmax attention of the [CLS] query over the patch keys: [frames, patches], float32.
-
-    ``module`` is an InternVL vision attention block and ``hidden`` its (layer-normed) input; the
-    projections and q/k norms are the block's own, so this equals row 0 of its attention map.
-    """
+def cls_weights_and_keys(module: nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[frames, heads, S] the [CLS] query's softmax attention over all keys and [frames, heads, S, head_dim] the
+    keys. ``module`` is an InternVL vision attention block and ``hidden`` its (layer-normed) input; the
+    projections and q/k norms are the block's own, so this equals row 0 of its attention map."""
     frames, length, _ = hidden.shape
     heads, head_dim = module.num_heads, module.head_dim
     query = module.q_norm(module.q_proj(hidden[:, :1])).view(frames, 1, heads, head_dim).transpose(1, 2)
-    key = module.k_norm(module.k_proj(hidden)).view(frames, length, heads, head_dim).transpose(1, 2)
-    scores = (query.float() @ key.float().transpose(-1, -2)) * module.scale
-    return torch.softmax(scores, dim=-1).mean(dim=1)[:, 0, 1:]
+    key = module.k_norm(module.k_proj(hidden)).view(frames, length, heads, head_dim).transpose(1, 2).float()
+    scores = (query.float() @ key.transpose(-1, -2)) * module.scale
+    return torch.softmax(scores, dim=-1)[:, :, 0], key
 
 
-def pool_patches(patches: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """[frames, P] patch values summed over each token's block: [frames, height * width] in raster order."""
-    frames, count = patches.shape
+def pool_patches(patches: torch.Tensor, height: int, width: int, mean: bool = False) -> torch.Tensor:
+    """[frames, P, ...] patch values summed (or averaged) over each token's block: [frames, height * width, ...]
+    in raster order."""
+    frames, count = patches.shape[:2]
+    rest = patches.shape[2:]
     side = int(round(count**0.5))
     block_h, block_w = side // height, side // width
-    blocks = patches.view(frames, height, block_h, width, block_w)
-    return blocks.sum(dim=(2, 4)).reshape(frames, height * width)
+    blocks = patches.reshape(frames, height, block_h, width, block_w, *rest)
+    pooled = blocks.mean(dim=(2, 4)) if mean else blocks.sum(dim=(2, 4))
+    return pooled.reshape(frames, height * width, *rest)

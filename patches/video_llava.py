@@ -6,7 +6,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .cls_vision_stage import cls_attention_and_keys
+from .cls_vision_stage import ClsProjectorCut, cls_attention_and_keys
 from .frame_grid import FrameGridAdapter
 
 
@@ -39,8 +39,6 @@ class VideoLlavaAdapter(FrameGridAdapter):
         return max(states) - 1 if max(states) > 0 else None
 
     def install_vision_stage(self, stage: Any) -> list[Callable[[], None]]:
-        from .cls_vision_stage import ClsProjectorCut
-
         if getattr(stage.method, "every_block", False):
             raise NotImplementedError(
                 f"the Video-LLaVA adapter cannot run {stage.method.name}: it acts in every block of the tower, and "
@@ -56,11 +54,12 @@ class VideoLlavaAdapter(FrameGridAdapter):
         tower = base.video_tower
         encoder = getattr(tower, "vision_model", tower).encoder
 
-        def frames_per_video() -> int:
-            return int(stage.engine._encoded_video["pixel_values_videos"].shape[1])
+        def frames() -> list[int]:
+            videos = stage.engine._encoded_video["pixel_values_videos"]
+            return [int(videos.shape[1])] * int(videos.shape[0])
 
         return ClsProjectorCut(encoder.layers[layer].self_attn, base.multi_modal_projector, stage, layer,
-                               self.frame_grid(), frames_per_video).install()
+                               self.frame_grid(), frames, cls_attention_and_keys).install()
 
     def _num_layers(self) -> int:
         return int(self.config.vision_config.num_hidden_layers)

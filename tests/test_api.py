@@ -125,7 +125,7 @@ def test_stats_record_tokens_time_and_serialise_to_json() -> None:
 
 
 def test_unknown_method_lists_the_known_ones() -> None:
-    with pytest.raises(KeyError, match="known methods: .*dtd, dycoke, dycoke-kv, evad, fastv"):
+    with pytest.raises(KeyError, match="known methods: .*dtd, dycoke, dycoke-kv, dymu, evad, fastv"):
         vtc.get_method("holitomm")
 
 

@@ -14,6 +14,7 @@ import torch
 from transformers import AttentionInterface
 
 import vtc
+from vtc.patches import adapter_for
 
 from .builders import families_with, tiny, unsupported_stages, video
 from .test_oracles import _rope_positions, dropped_masked
@@ -112,29 +113,30 @@ def test_language_model_sees_the_cut_features_at_their_original_positions(family
     tm = tiny(family)
     inputs = tm.inputs(tm.batch_clips())
     base = tm.model.model
+    name = adapter_for(tm.model).video_encoder  # get_video_features, or get_image_features (InternVL's frames)
     captured = {}
     with vtc.compressed(tm.model, spec), torch.no_grad():
-        encoder = base.get_video_features  # vtc's wrapper: keep what it returns
+        encoder = getattr(base, name)  # vtc's wrapper: keep what it returns
 
         def keep_output(*args, **kwargs):
             captured["out"] = encoder(*args, **kwargs)
             return captured["out"]
 
-        base.get_video_features = keep_output
+        setattr(base, name, keep_output)
         try:
             pruned = tm.model(**inputs).logits[:, -1]
         finally:
-            base.get_video_features = encoder
+            setattr(base, name, encoder)
         stats = tm.model.vtc_stats
     assert stats.stages[0].stage == "vision" and sum(stats.tokens_kept) < sum(stats.visual_tokens)
     mask = dropped_masked(tm, inputs, stats.kept_indices)
-    base.get_video_features = lambda *a, **k: captured["out"]
+    setattr(base, name, lambda *a, **k: captured["out"])
     try:
         with torch.no_grad():
             masked = tm.model(**{**inputs, "attention_mask": mask,
                                  "position_ids": _rope_positions(tm.model, inputs)}).logits[:, -1]
     finally:
-        del base.get_video_features
+        delattr(base, name)
     torch.testing.assert_close(pruned, masked, rtol=1e-5, atol=1e-5)
 
 
@@ -192,3 +194,15 @@ def test_runs_in_bfloat16(spec: str) -> None:
         out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
         stats = model.vtc_stats
     assert stats.tokens_kept == [32] and out.shape[1] == inputs["input_ids"].shape[1] + 2
+
+
+def test_internvl_decides_frame_by_frame_and_refuses_a_video_level_token_count() -> None:
+    tm = tiny("internvl")
+    with pytest.raises(ValueError, match="decides frame by frame"):
+        vtc.wrap(tm.model, "visionzip", tokens=20)
+    assert not vtc.is_wrapped(tm.model)
+    with vtc.compressed(tm.model, "visionzip:0.3"), torch.no_grad():
+        tm.model(**tm.inputs([video(8)]))
+        stats = tm.model.vtc_stats
+    frames, per_frame = 8, 16
+    assert stats.tokens_kept == [frames * 5], "ceil(0.3 x 16) = 5 tokens in each frame"
