@@ -37,6 +37,7 @@ class QwenTowerCut:
             raise ValueError(f"{stage.method.name}: vision layer {layer} is outside this {blocks}-block tower")
         self.grid: torch.Tensor | None = None
         self.order: torch.Tensor | None = None  # window position -> raster unit
+        self.rotary: tuple[torch.Tensor, torch.Tensor] | None = None
         self.qk: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.kept_rows: torch.Tensor | None = None  # patch rows kept after block K (in the tower's order)
         self.kept_units: torch.Tensor | None = None
@@ -48,6 +49,7 @@ class QwenTowerCut:
             visual.register_forward_pre_hook(self._start, with_kwargs=True),
             visual.register_forward_hook(self._finish),
             visual.blocks[self.layer].register_forward_pre_hook(self._read, with_kwargs=True),
+            visual.blocks[self.layer].attn.qkv.register_forward_hook(self._grab),
             visual.blocks[self.layer].register_forward_hook(self._cut, with_kwargs=True),
         ]
         handles += [blk.register_forward_pre_hook(self._narrow, with_kwargs=True) for blk in visual.blocks[self.layer + 1:]]
@@ -66,19 +68,23 @@ class QwenTowerCut:
         self.units = self.order.numel()
 
     def _finish(self, *_: Any) -> None:
-        self.grid = self.order = self.qk = self.kept_rows = self.kept_units = None
+        self.grid = self.order = self.rotary = self.qk = self.kept_rows = self.kept_units = None
 
-    def _read(self, block: nn.Module, args: tuple, kwargs: dict) -> None:
-        """Block K's queries and keys (rotated, as its attention computes them) and its raw keys."""
+    def _read(self, _block: nn.Module, _args: tuple, kwargs: dict) -> None:
+        """Block K's rotary embeddings, to rotate the queries and keys its attention projects."""
+        if self.grid is not None:
+            self.rotary = kwargs["position_embeddings"]
+
+    def _grab(self, attn_qkv: nn.Module, _args: tuple, output: torch.Tensor) -> None:
+        """Block K's queries and keys as its attention computes them (rotated) and its raw keys, taken from the
+        attention's own projection (no second one)."""
         if self.grid is None:
             return
-        hidden = args[0] if args else kwargs["hidden_states"]
         from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
 
-        attn = block.attn
-        with torch.no_grad():
-            q, k, _ = attn.qkv(block.norm1(hidden)).reshape(hidden.shape[0], 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
-            q_rot, k_rot = apply_rotary_pos_emb_vision(q, k, *kwargs["position_embeddings"])
+        heads = self.visual.blocks[self.layer].attn.num_heads
+        q, k, _ = output.detach().reshape(output.shape[0], 3, heads, -1).permute(1, 0, 2, 3).unbind(0)
+        q_rot, k_rot = apply_rotary_pos_emb_vision(q, k, *self.rotary)
         self.qk = (q_rot, k_rot, k)
 
     def _cut(self, _block: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
