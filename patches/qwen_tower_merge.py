@@ -18,6 +18,7 @@ from torch import nn
 
 from vtc import attention
 from vtc.engine.steps import device_clock
+from vtc.patching import patch_attribute
 from vtc.methods.dymu import bipartite_pairs
 
 from .qwen_vision_stage import narrow_segments, tower_order
@@ -46,8 +47,6 @@ class QwenTowerMerge:
         self.active = False
 
     def install(self) -> list[Callable[[], None]]:
-        from vtc.patching import patch_attribute
-
         visual = self.visual
         removers = [h.remove for h in (
             visual.register_forward_pre_hook(self._start, with_kwargs=True),
