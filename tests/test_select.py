@@ -147,14 +147,9 @@ def _one_video_per_prompt(family: str) -> list[np.ndarray]:
 
 
 def _masked_reference(tm, inputs, kept_indices):
-    from .test_oracles import _rope_positions
+    from .test_oracles import _rope_positions, dropped_masked
 
-    mask = inputs["attention_mask"].clone()
-    for b, kept in enumerate(kept_indices):
-        rows = tm.visual_rows(inputs, b)
-        dropped = torch.ones(rows.numel(), dtype=torch.bool)
-        dropped[kept] = False
-        mask[b, rows[dropped]] = 0
+    mask = dropped_masked(tm, inputs, kept_indices)
     with torch.no_grad():
         return tm.model(**{**inputs, "attention_mask": mask, "position_ids": _rope_positions(tm.model, inputs)}).logits[:, -1]
 
