@@ -54,7 +54,7 @@ class ClsProjectorCut:
         weights, keys = self.reader(attention, args[0] if args else kwargs["hidden_states"])
         scores, keys = weights.sum(dim=1)[:, 1:], keys.mean(dim=1)[:, 1:]
         if self.pool is not None:
-            scores, keys = self.pool(scores, "sum"), self.pool(keys, "mean")
+            scores, keys = self.pool(scores, how="sum"), self.pool(keys, how="mean")
         self.read = (scores, keys)
 
     def _cut(self, _projector: nn.Module, args: tuple) -> tuple | None:
@@ -102,3 +102,16 @@ def cls_attention_and_keys(attention: nn.Module, hidden: torch.Tensor) -> tuple[
         key = attention.k_proj(hidden).view(batch, length, heads, head_dim).transpose(1, 2).float()
         scores = (query.float() @ key.transpose(-1, -2)) * attention.scale
         return torch.softmax(scores, dim=-1)[:, :, 0], key
+
+
+def pool_blocks(values: torch.Tensor, how: str, height: int, width: int) -> torch.Tensor:
+    """[frames, P, ...] per-patch values (a square patch grid in raster order) summed or averaged over the block
+    of patches behind each of the height x width rows the projector receives (pixel shuffle, 2x2 pooling);
+    patches a flooring pooler leaves out are left out here too."""
+    frames, count = values.shape[:2]
+    side = int(round(count**0.5))
+    block_h, block_w = side // height, side // width
+    grid = values.reshape(frames, side, side, *values.shape[2:])[:, : height * block_h, : width * block_w]
+    blocks = grid.reshape(frames, height, block_h, width, block_w, *values.shape[2:])
+    pooled = blocks.mean(dim=(2, 4)) if how == "mean" else blocks.sum(dim=(2, 4))
+    return pooled.reshape(frames, height * width, *values.shape[2:])

@@ -7,9 +7,10 @@ rows are kept like text, so a method can never drop a newline or a [CLS].
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from torch import nn
 
 from .base import FamilyAdapter, VisualLayout
 from .qwen_vl import CLIP_MEAN, CLIP_STD
@@ -77,3 +78,39 @@ class FrameGridAdapter(FamilyAdapter):
         per_frame = self.frame_prefix_rows + height * width
         frame_starts = torch.arange(frames, device=device) * per_frame + self.frame_prefix_rows
         return (frame_starts[:, None] + torch.arange(height * width, device=device)[None]).flatten()
+
+    # -- vision stage on CLIP towers (patches/cls_vision_stage.py) --------------------------------------------
+    def feature_layer(self) -> int | None:
+        """Index of the encoder layer whose output is the video features (None: the embeddings)."""
+        chosen = self.config.vision_feature_layer
+        num_layers = self.config.vision_config.num_hidden_layers
+        states = [v if v >= 0 else num_layers + 1 + v for v in (chosen if isinstance(chosen, list) else [chosen])]
+        return max(states) - 1 if max(states) > 0 else None
+
+    def clip_projector_cut(self, stage: Any, tower: nn.Module, pool: Callable[..., torch.Tensor] | None,
+                           cls_row: bool) -> list[Callable[[], None]]:
+        """The vision stage on the projector's input, read at the feature layer of a CLIP-style ``tower`` (whose
+        [CLS] is real); ``pool`` maps patches onto the projector's rows where several patches make one."""
+        from .cls_vision_stage import ClsProjectorCut, cls_attention_and_keys
+
+        if getattr(stage.method, "every_block", False):
+            raise NotImplementedError(
+                f"the {self.family} adapter cannot run {stage.method.name}: it acts in every block of the tower, "
+                f"and {self.family}'s vision stage acts on the feature layer, before the projector"
+            )
+        layer = self.feature_layer()
+        depth = int(self.config.vision_config.num_hidden_layers)
+        if layer is None or stage.method.layer != -2 and stage.method.layer % depth != layer:
+            raise ValueError(
+                f"{stage.method.name} on {self.family} reads the encoder layer whose output is the video features "
+                f"(layer {layer} of {depth}; the method's default layer means it); other layers are not available "
+                "before the projector"
+            )
+        encoder = getattr(tower, "vision_model", tower).encoder
+
+        def frames() -> list[int]:
+            videos = stage.engine._encoded_video["pixel_values_videos"]
+            return [int(videos.shape[1])] * int(videos.shape[0])
+
+        return ClsProjectorCut(encoder.layers[layer].self_attn, self.base_model().multi_modal_projector, stage, layer,
+                               self.frame_grid(), frames, cls_attention_and_keys, pool, cls_row).install()

@@ -1,12 +1,14 @@
 """InternVL (InternVL3 / InternVL3.5 "-hf" checkpoints): Qwen2 language model with 1D RoPE, frames as images."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from .base import _resolve
+from .cls_vision_stage import pool_blocks
 from .image_frames import ImageFramesAdapter
 from .qwen_vl import CLIP_MEAN, CLIP_STD
 
@@ -53,7 +55,7 @@ class InternVLAdapter(ImageFramesAdapter):
         def read_cls_attention(module: nn.Module, args: tuple, kwargs: dict) -> None:
             # One saliency per frame (= one encoded image), frames in prompt order.
             patches = cls_attention(module, args[0] if args else kwargs["hidden_states"])
-            sink(list(pool_patches(patches, height, width)))
+            sink(list(pool_blocks(patches, "sum", height, width)))
 
         handle = attention.register_forward_pre_hook(read_cls_attention, with_kwargs=True)
         return [handle.remove]
@@ -80,13 +82,11 @@ class InternVLAdapter(ImageFramesAdapter):
             )
         height, width = self.frame_grid()
 
-        def pool(values: torch.Tensor, how: str) -> torch.Tensor:
-            return pool_patches(values, height, width, mean=how == "mean")
-
         tower = _resolve(self.model, "model.vision_tower")
         return ClsProjectorCut(tower.encoder.layer[-1].attention, _resolve(self.model, "model.multi_modal_projector"),
                                stage, len(tower.encoder.layer) - 1, (height, width), lambda: frames_of(stage),
-                               cls_weights_and_keys, pool, cls_row=False).install()
+                               cls_weights_and_keys, functools.partial(pool_blocks, height=height, width=width),
+                               cls_row=False).install()
 
 
 def cls_attention(module: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -111,15 +111,3 @@ def cls_weights_and_keys(module: nn.Module, hidden: torch.Tensor) -> tuple[torch
     key = module.k_norm(module.k_proj(hidden)).view(frames, length, heads, head_dim).transpose(1, 2).float()
     scores = (query.float() @ key.transpose(-1, -2)) * module.scale
     return torch.softmax(scores, dim=-1)[:, :, 0], key
-
-
-def pool_patches(patches: torch.Tensor, height: int, width: int, mean: bool = False) -> torch.Tensor:
-    """[frames, P, ...] patch values summed (or averaged) over each token's block: [frames, height * width, ...]
-    in raster order."""
-    frames, count = patches.shape[:2]
-    rest = patches.shape[2:]
-    side = int(round(count**0.5))
-    block_h, block_w = side // height, side // width
-    blocks = patches.reshape(frames, height, block_h, width, block_w, *rest)
-    pooled = blocks.mean(dim=(2, 4)) if mean else blocks.sum(dim=(2, 4))
-    return pooled.reshape(frames, height * width, *rest)

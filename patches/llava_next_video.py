@@ -1,6 +1,10 @@
 """LLaVA-NeXT-Video: CLIP frames without [CLS], average-pooled 2x2 (24x24 -> 12x12 = 144 tokens per frame)."""
 from __future__ import annotations
 
+import functools
+from typing import Any, Callable
+
+from .cls_vision_stage import pool_blocks
 from .frame_grid import FrameGridAdapter
 
 
@@ -13,8 +17,17 @@ class LlavaNextVideoAdapter(FrameGridAdapter):
     """
 
     model_types = ("llava_next_video",)
-    vision_refusal = "the tower's patch grid is average-pooled 2x2 after the [CLS] is removed, so tower tokens are not language-model rows"
+    vision_stage = "projector"
     family = "LLaVA-NeXT-Video"
+
+    def install_vision_stage(self, stage: Any) -> list[Callable[[], None]]:
+        """VisionZip on the projector's input, after the pooler: the [CLS] attention and keys read at the feature
+        layer are summed / averaged over the patches each pooled row comes from."""
+        if self.config.vision_feature_select_strategy != "default":
+            raise ValueError("the vision stage needs vision_feature_select_strategy='default' (the model pools without the [CLS])")
+        height, width = self.frame_grid()
+        pool = functools.partial(pool_blocks, height=height, width=width)
+        return self.clip_projector_cut(stage, self.base_model().vision_tower, pool=pool, cls_row=False)
 
     def frame_grid(self) -> tuple[int, int]:
         vision = self.config.vision_config

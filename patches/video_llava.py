@@ -6,7 +6,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .cls_vision_stage import ClsProjectorCut, cls_attention_and_keys
+from .cls_vision_stage import cls_attention_and_keys
 from .frame_grid import FrameGridAdapter
 
 
@@ -31,38 +31,9 @@ class VideoLlavaAdapter(FrameGridAdapter):
         side = vision.image_size // vision.patch_size
         return side, side
 
-    def feature_layer(self) -> int | None:
-        """Index of the encoder layer whose output is the video features (None: the embeddings)."""
-        chosen = self.config.vision_feature_layer
-        num_layers = self.config.vision_config.num_hidden_layers
-        states = [v if v >= 0 else num_layers + 1 + v for v in (chosen if isinstance(chosen, list) else [chosen])]
-        return max(states) - 1 if max(states) > 0 else None
-
     def install_vision_stage(self, stage: Any) -> list[Callable[[], None]]:
-        if getattr(stage.method, "every_block", False):
-            raise NotImplementedError(
-                f"the Video-LLaVA adapter cannot run {stage.method.name}: it acts in every block of the tower, and "
-                "Video-LLaVA's vision stage acts on the feature layer, before the projector"
-            )
-        layer = self.feature_layer()
-        if layer is None or stage.method.layer != -2 and stage.method.layer + self._num_layers() != layer:
-            raise ValueError(
-                f"{stage.method.name} on Video-LLaVA reads the encoder layer whose output is the video features "
-                f"(layer {layer}, i.e. -2 of {self._num_layers()}); other layers are not available before the projector"
-            )
-        base = self.base_model()
-        tower = base.video_tower
-        encoder = getattr(tower, "vision_model", tower).encoder
-
-        def frames() -> list[int]:
-            videos = stage.engine._encoded_video["pixel_values_videos"]
-            return [int(videos.shape[1])] * int(videos.shape[0])
-
-        return ClsProjectorCut(encoder.layers[layer].self_attn, base.multi_modal_projector, stage, layer,
-                               self.frame_grid(), frames, cls_attention_and_keys).install()
-
-    def _num_layers(self) -> int:
-        return int(self.config.vision_config.num_hidden_layers)
+        """VisionZip on the projector's input: one row per patch, each frame's [CLS] row first (kept)."""
+        return self.clip_projector_cut(stage, self.base_model().video_tower, pool=None, cls_row=True)
 
     def record_vision_saliency(self, sink: Callable[[list[torch.Tensor]], None]) -> list[Callable[[], None]] | None:
         layer = self.feature_layer()

@@ -188,8 +188,6 @@ def test_vtc_run_compresses_a_saved_checkpoint_of_the_family(family: str, tmp_pa
 
 def test_internvl_saliency_is_its_vits_cls_attention_summed_over_each_tokens_patches() -> None:
     """Recorded beside sdpa, the saliency methods see eager attention's [CLS] row, pooled per visual token."""
-    from vtc.patches.internvl import pool_patches
-
     tm = tiny("internvl")
     inputs = tm.inputs([video(4), video(2, seed=1)])
     probe = _SaliencyProbe()
@@ -202,7 +200,8 @@ def test_internvl_saliency_is_its_vits_cls_attention_summed_over_each_tokens_pat
             eager = vision(pixel_values=inputs["pixel_values"], output_attentions=True).attentions[-1]
     finally:
         vision.set_attn_implementation("sdpa")
-    expected = pool_patches(eager[:, :, 0, 1:].mean(dim=1).float(), 4, 4).flatten()
+    patches = eager[:, :, 0, 1:].mean(dim=1).float()  # [frames, 8 x 8 patches] -> 4 x 4 tokens of 2 x 2 patches
+    expected = patches.view(-1, 4, 2, 4, 2).sum(dim=(2, 4)).flatten()
     assert float(expected.std()) > 0.01, "the tiny ViT's [CLS] attention must not be uniform for this to test anything"
     torch.testing.assert_close(torch.cat(probe.seen), expected, rtol=1e-5, atol=1e-6)
 
