@@ -18,6 +18,8 @@ from torch import nn
 from vtc.tokens import VisualTokens
 
 NOTE = "[CLS] attention and keys read at vision layer {layer}; the tower runs whole (features cut before the projector)"
+NO_CLS_NOTE = ("no [CLS] in this tower: dominant tokens ranked by the frame's mean-query (pseudo-[CLS]) attention at "
+               "vision layer {layer}; the tower runs whole (features cut before the projector)")
 
 
 Reader = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -29,14 +31,18 @@ class ClsProjectorCut:
     ``frames`` gives, per video (or prompt) being encoded, its frames in order; ``read`` returns the [CLS]
     query's attention [frames, heads, S] and the keys [frames, heads, S, head_dim] from the attention's input;
     ``pool`` maps per-patch values [frames, patches, ...] onto the projector's rows (None: one row per patch);
-    ``cls_row``: the projector input starts each frame with the [CLS] row (kept, outside the method's rows).
+    ``cls_row``: the projector input starts each frame with the [CLS] row (kept, outside the method's rows);
+    ``tower_cls``: the tower's sequence starts with a [CLS] (else ``read`` gives a pseudo-[CLS] query's
+    attention over the patches only). ``frames`` returning None: each frame is decided on its own.
     """
 
     def __init__(self, attention: nn.Module, projector: nn.Module, stage: Any, layer: int, grid: tuple[int, int],
-                 frames: Callable[[], list[int]], read: Reader, pool: Callable[..., torch.Tensor] | None = None,
-                 cls_row: bool = True) -> None:
+                 frames: Callable[[], list[int] | None], read: Reader, pool: Callable[..., torch.Tensor] | None = None,
+                 cls_row: bool = True, tower_cls: bool = True) -> None:
         self.attention, self.projector, self.stage, self.layer = attention, projector, stage, layer
         self.grid, self.frames, self.reader, self.pool, self.cls_row = grid, frames, read, pool, cls_row
+        self.first_patch = 1 if tower_cls else 0
+        self.note = (NOTE if tower_cls else NO_CLS_NOTE).format(layer=layer)
         self.read: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def install(self) -> list[Callable[[], None]]:
@@ -52,7 +58,7 @@ class ClsProjectorCut:
         if not self.stage.active:
             return
         weights, keys = self.reader(attention, args[0] if args else kwargs["hidden_states"])
-        scores, keys = weights.sum(dim=1)[:, 1:], keys.mean(dim=1)[:, 1:]
+        scores, keys = weights.sum(dim=1)[:, self.first_patch:], keys.mean(dim=1)[:, self.first_patch:]
         if self.pool is not None:
             scores, keys = self.pool(scores, how="sum"), self.pool(keys, how="mean")
         self.read = (scores, keys)
@@ -66,7 +72,7 @@ class ClsProjectorCut:
         self.read = None
         rows = hidden.shape[1] - first
         videos, start = [], 0
-        for count in self.frames():
+        for count in self.frames() or [1] * hidden.shape[0]:
             part = slice(start, start + count)
             start += count
             tokens = VisualTokens.from_grid(hidden[part, first:].reshape(count * rows, -1), (count, *self.grid))
@@ -76,7 +82,7 @@ class ClsProjectorCut:
             videos.append(tokens)
         if start != hidden.shape[0]:
             raise ValueError(f"the projector received {hidden.shape[0]} frames but the prompts hold {start}")
-        selections = self.stage.compress(videos, [NOTE.format(layer=self.layer)])
+        selections = self.stage.compress(videos, [self.note])
         if all(s.features is None for s in selections):
             return None  # dropped rows leave at the prefill hook; kept rows are unchanged
         out = hidden.clone()
@@ -115,3 +121,15 @@ def pool_blocks(values: torch.Tensor, how: str, height: int, width: int) -> torc
     blocks = grid.reshape(frames, height, block_h, width, block_w, *values.shape[2:])
     pooled = blocks.mean(dim=(2, 4)) if how == "mean" else blocks.sum(dim=(2, 4))
     return pooled.reshape(frames, height * width, *values.shape[2:])
+
+
+def mean_query_attention_and_keys(attention: nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For towers without a [CLS] (SigLIP): [frames, heads, S] the attention of the frame's mean query (the
+    pseudo-[CLS] of FastVID's ATS) over the patches, and [frames, heads, S, head_dim] the keys."""
+    with torch.no_grad():
+        batch, length, _ = hidden.shape
+        heads, head_dim = attention.num_heads, attention.head_dim
+        query = attention.q_proj(hidden).view(batch, length, heads, head_dim).float().mean(dim=1)  # [F, H, d]
+        key = attention.k_proj(hidden).view(batch, length, heads, head_dim).transpose(1, 2).float()
+        scores = torch.einsum("bhd,bhsd->bhs", query, key) * attention.scale
+        return torch.softmax(scores, dim=-1), key

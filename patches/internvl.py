@@ -84,7 +84,7 @@ class InternVLAdapter(ImageFramesAdapter):
 
         tower = _resolve(self.model, "model.vision_tower")
         return ClsProjectorCut(tower.encoder.layer[-1].attention, _resolve(self.model, "model.multi_modal_projector"),
-                               stage, len(tower.encoder.layer) - 1, (height, width), lambda: frames_of(stage),
+                               stage, len(tower.encoder.layer) - 1, (height, width), lambda: None,
                                cls_weights_and_keys, functools.partial(pool_blocks, height=height, width=width),
                                cls_row=False).install()
 
@@ -93,11 +93,6 @@ def cls_attention(module: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Head-averaged softmax attention of the [CLS] query over the patch keys: [frames, patches], float32."""
     weights, _ = cls_weights_and_keys(module, hidden)
     return weights.mean(dim=1)[:, 1:]
-
-
-def frames_of(stage: Any) -> list[int]:
-    """One group per encoded frame."""
-    return [1] * int(stage.engine._encoded_video["pixel_values"].shape[0])
 
 
 @torch.no_grad()

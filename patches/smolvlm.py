@@ -1,6 +1,7 @@
 """SmolVLM / SmolVLM2: Llama language model (``text_model``) with 1D RoPE, video frames fed as images."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import torch
@@ -18,7 +19,7 @@ class SmolVLMAdapter(ImageFramesAdapter):
     """
 
     model_types = ("smolvlm",)
-    vision_refusal = "pixel shuffle folds patches into one row after its SigLIP tower (no [CLS]); vtc does not hook that yet"
+    vision_stage = "projector"
     family = "SmolVLM"
     language_model_path = "model.text_model"
     # pixel_values [B, N, C, H, W] keep each prompt's frames in its own row (zero frames pad the rest),
@@ -38,6 +39,30 @@ class SmolVLMAdapter(ImageFramesAdapter):
         vision = self.config.vision_config
         side = int(vision.image_size // vision.patch_size // self.config.scale_factor)
         return side, side
+
+    def install_vision_stage(self, stage: Any) -> list[Callable[[], None]]:
+        """VisionZip on the connector's projection input (one row per pixel-shuffled block of patches), read at the
+        SigLIP tower's last layer with the frame's mean query as a pseudo-[CLS]; each frame on its own."""
+        from .cls_vision_stage import ClsProjectorCut, mean_query_attention_and_keys, pool_blocks
+
+        if getattr(stage.method, "every_block", False):
+            raise NotImplementedError(
+                f"the SmolVLM adapter cannot run {stage.method.name}: it acts in every block of the tower, and "
+                "SmolVLM's vision stage acts on the connector's input"
+            )
+        if stage.method.layer not in (-1, -2):
+            raise ValueError(f"{stage.method.name} on SmolVLM reads the last layer of the tower, whose output feeds the connector")
+        if stage.budget.tokens is not None and stage.budget.scope != "frame":
+            raise ValueError(
+                f"{stage.method.name} on SmolVLM decides frame by frame: give retain= or a per-frame token count"
+            )
+        height, width = self.frame_grid()
+        base = self.base_model()
+        layers = base.vision_model.encoder.layers
+        return ClsProjectorCut(layers[-1].self_attn, base.connector.modality_projection, stage, len(layers) - 1,
+                               (height, width), lambda: None, mean_query_attention_and_keys,
+                               functools.partial(pool_blocks, height=height, width=width), cls_row=False,
+                               tower_cls=False).install()
 
     def frame_pixels(self, captured: dict[str, Any]) -> torch.Tensor | None:
         """The batch's frames without the all-zero images the processor pads batches with (the model drops them too)."""
