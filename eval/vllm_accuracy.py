@@ -4,7 +4,8 @@ transformers (vtc.wrap), on the shipped reference model. Run from the repository
 
     .ci/vllm-env .venv-vllm && .venv-vllm/bin/python eval/vllm_accuracy.py --out eval/results/vllm
 
-Writes OUT.md and OUT.json. Every vLLM configuration runs in its own process, so one that crashes (EVS on
+Writes OUT.md and OUT.json; ``--append --methods M ...`` adds (or redoes) only those methods' rows of an
+existing OUT.json, both paths, and keeps every other row. Every vLLM configuration runs in its own process, so one that crashes (EVS on
 CPU does) is recorded with its error instead of ending the run.
 """
 from __future__ import annotations
@@ -59,7 +60,8 @@ def vllm_run(data: Path, engine_extra: dict) -> dict[str, Any]:
     }
 
 
-def transformers_rows(data: Path, methods: list[str], retains: tuple[float, ...]) -> list[dict[str, Any]]:
+def transformers_rows(data: Path, methods: list[str], retains: tuple[float, ...], baseline: bool = True) -> list[dict[str, Any]]:
+    """vtc.wrap's rows on transformers: uncompressed (when ``baseline``), then each method at each retain."""
     import torch
     import transformers
 
@@ -71,13 +73,15 @@ def transformers_rows(data: Path, methods: list[str], retains: tuple[float, ...]
     model, processor = load_model(default_model_path(), device="cpu")
     batches = prepare(data, processor, progress=False)
     keep = ("overall", "by_type", "tokens_kept")
-    rows = [{"path": f"transformers {transformers.__version__} (vtc.wrap)", "method": "none", "retain": 1.0,
-             **{k: v for k, v in evaluate(data, model, processor, batches=batches, progress=False).items() if k in keep}}]
+    path = f"transformers {transformers.__version__} (vtc.wrap)"
+    rows = [{"path": path, "method": "none", "retain": 1.0,
+             **{k: v for k, v in evaluate(data, model, processor, batches=batches, progress=False).items() if k in keep}}
+            ] if baseline else []
     for method in methods:
         for retain in retains:
             with vtc.compressed(model, method, retain=retain):
                 result = evaluate(data, model, processor, batches=batches, progress=False)
-            rows.append({"path": rows[0]["path"], "method": method, "retain": retain, **{k: v for k, v in result.items() if k in keep}})
+            rows.append({"path": path, "method": method, "retain": retain, **{k: v for k, v in result.items() if k in keep}})
             print(f"transformers {method}@{retain}: {result['overall']:.3f}", flush=True)
     return rows
 
@@ -88,6 +92,12 @@ def vllm_configs(methods: list[str], retains: tuple[float, ...]) -> list[tuple[s
             ("vLLM + vtc, positions=transformers", "none", 1.0,
              {"hf_overrides": {"vtc": {"method": "random", "retain": 1.0, "positions": "transformers"}}})]
     rows += [("vLLM EVS", "evs", 1 - rate, {"video_pruning_rate": rate}) for rate in (0.5, 0.75)]
+    return rows + method_configs(methods, retains)
+
+
+def method_configs(methods: list[str], retains: tuple[float, ...]) -> list[tuple[str, str, float, dict]]:
+    """The vLLM rows of vtc's methods: each at each retain, with either position convention."""
+    rows = []
     for method in methods:
         for retain in retains:
             for positions in ("transformers", "vllm"):
@@ -102,6 +112,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("out/vllm_split"))
     parser.add_argument("--methods", nargs="*", default=None, help="default: every method the plugin runs")
     parser.add_argument("--rerun-failed", action="store_true", help="rerun only the rows of OUT.json that crashed")
+    parser.add_argument("--append", action="store_true",
+                        help="run only --methods (both paths) and add their rows to OUT.json, replacing any they had")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one vLLM configuration as JSON
     args = parser.parse_args()
     if args.one:
@@ -115,17 +127,33 @@ def main() -> None:
         extras = {(p, m, r): e for p, m, r, e in vllm_configs(methods, RETAINS)}
         rows = [run_config(args.data, r["path"], r["method"], r["retain"], extras[r["path"], r["method"], r["retain"]])
                 if "error" in r else r for r in saved["rows"]]
-        write(args.out, rows, methods)
+        write(args.out, rows, methods, saved["meta"].get("commands"))
         return
     from vtc.integrations.vllm.config import exact_alternatives
     from vtc.synth import make_dataset
 
     if not (args.data / "data.jsonl").is_file():
         make_dataset(args.data, seed=SEED, count=COUNT, progress=False)
+    if args.append:
+        append(args.out, args.data, args.methods or parser.error("--append needs --methods"))
+        return
     methods = args.methods or exact_alternatives()
     rows = transformers_rows(args.data, methods, RETAINS)
     rows += [run_config(args.data, *config) for config in vllm_configs(methods, RETAINS)]
     write(args.out, rows, methods)
+
+
+def append(out: Path, data: Path, methods: list[str]) -> None:
+    """Add ``methods``' rows (transformers and vLLM) to OUT.json, after dropping any rows those methods had."""
+    saved = json.loads(out.with_suffix(".json").read_text())
+    kept = [r for r in saved["rows"] if r["method"] not in methods]
+    on_transformers = [r for r in kept if r["path"].startswith("transformers")]
+    rows = on_transformers + transformers_rows(data, methods, RETAINS, baseline=False)
+    rows += [r for r in kept if not r["path"].startswith("transformers")]
+    rows += [run_config(data, *config) for config in method_configs(methods, RETAINS)]
+    known = saved["meta"].get("methods") or []
+    command = f".venv-vllm/bin/python eval/vllm_accuracy.py --out {out} --append --methods {' '.join(methods)}"
+    write(out, rows, known + [m for m in methods if m not in known], (saved["meta"].get("commands") or [FIRST]) + [command])
 
 
 def run_config(data: Path, path: str, method: str, retain: float, extra: dict) -> dict[str, Any]:
@@ -153,35 +181,51 @@ NOTES = [
     "on transformers 5, so through vLLM its question sits 4 positions later than in training: order and scene questions "
     "fail. vtc's plugin with `\"positions\": \"transformers\"` lays out transformers' positions and scores 1.000 "
     "uncompressed; with `\"positions\": \"vllm\"` (vLLM's layout) compressed rows sit at the same gap as plain vLLM.",
-    "**vLLM + vtc vs transformers.** With transformers' positions, 17 of the 21 method/budget rows score exactly what "
-    "`vtc.wrap` scores and the other 4 differ by at most 3.1 points (evad at 0.5: 0.875 vs 0.844). Same method code; "
-    "the kept indices differ only where ~1e-5 differences between the two vision towers decide ties between the flat "
-    "colours' equal tokens (tests/vllm adds pixel noise and then finds them equal, except centerclip, whose k-medoids "
-    "amplify such differences).",
+    "{agreement} Same method code; the kept indices differ only where ~1e-5 differences between the two vision towers "
+    "(and, for fastvid and holitom, the saliency read from them) decide ties between the flat colours' equal tokens "
+    "(tests/vllm adds pixel noise and then finds them equal, except centerclip, whose k-medoids amplify such differences).",
     "**vLLM's EVS crashes on CPU**: it appends 4 position channels to each video embedding and strips them in "
     "`recompute_mrope_positions`, which the GPU model runner calls when `is_multimodal_pruning_enabled`; vLLM 0.32's "
     "`CPUModelRunner.load_model` never sets that flag, so the 196-wide embeddings reach the 192-wide language model. "
     "**vLLM's VidCom2** is implemented for Qwen3-VL only in 0.32 (`Qwen2_5_VLForConditionalGeneration` declares "
     "`supported_video_pruning_methods = ('evs',)`, and `video_pruning_method='vidcom2'` is refused at config time).",
-    "Prompt tokens fall by exactly 128 - `Budget.count(128)` per video (64, 96, 115 at 0.5/0.25/0.1). No serving-cost "
-    "numbers yet.",
+    "Prompt tokens fall by exactly 128 - `Budget.count(128)` per video (64, 96, 115 at 0.5/0.25/0.1). Serving cost: "
+    "`vllm_serving.md`.",
 ]
 
 
-def write(out: Path, rows: list[dict[str, Any]], methods: list[str]) -> None:
+def agreement(rows: list[dict[str, Any]]) -> str:
+    """How the vLLM + vtc rows (transformers' positions) compare with vtc.wrap's, counted from the rows."""
+    wrapped = {(r["method"], r["retain"]): r["overall"] for r in rows if r["path"].startswith("transformers") and "overall" in r}
+    pairs = [(r["method"], r["retain"], r["overall"], wrapped[r["method"], r["retain"]]) for r in rows
+             if r["path"] == "vLLM + vtc, positions=transformers" and r["method"] != "none" and "overall" in r
+             and (r["method"], r["retain"]) in wrapped]
+    if not pairs:
+        return "**vLLM + vtc vs transformers.** No row to compare."
+    same = sum(ours == theirs for *_, ours, theirs in pairs)
+    method, retain, ours, theirs = max(pairs, key=lambda p: abs(p[2] - p[3]))
+    return (f"**vLLM + vtc vs transformers.** With transformers' positions, {same} of the {len(pairs)} method/budget rows "
+            f"score exactly what `vtc.wrap` scores; the largest difference is {100 * abs(ours - theirs):.1f} points "
+            f"({method} at {retain:g}: {ours:.3f} through vLLM vs {theirs:.3f}).")
+
+
+FIRST = ".venv-vllm/bin/python eval/vllm_accuracy.py --out eval/results/vllm"
+
+
+def write(out: Path, rows: list[dict[str, Any]], methods: list[str], commands: list[str] | None = None) -> None:
     import transformers
     import vllm
 
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"split": f"vtc synth make --seed {SEED} --count {COUNT}", "vllm": vllm.__version__,
-            "transformers": transformers.__version__, "engine": ENGINE, "methods": methods}
+            "transformers": transformers.__version__, "engine": ENGINE, "methods": methods, "commands": commands or [FIRST]}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     types = sorted(next(r for r in rows if "by_type" in r)["by_type"])
     lines = [
         "# Accuracy through vLLM vs transformers (shipped reference model, synthetic held-out split)", "",
         f"{COUNT} items of `{meta['split']}`, 16 frames at 112 px (128 visual tokens per video), greedy, 3 new tokens; "
         f"vLLM {meta['vllm']} (CPU build), transformers {meta['transformers']}, float32. "
-        "Produced by `.venv-vllm/bin/python eval/vllm_accuracy.py --out eval/results/vllm` (environment: `.ci/vllm-env .venv-vllm`).", "",
+        "Produced by " + ", then ".join(f"`{c}`" for c in meta["commands"]) + " (environment: `.ci/vllm-env .venv-vllm`).", "",
         "| path | method | retain | overall | " + " | ".join(types) + " | prompt tokens |",
         "|---|---|---|---|" + "---|" * len(types) + "---|",
     ]
@@ -195,7 +239,7 @@ def write(out: Path, rows: list[dict[str, Any]], methods: list[str]) -> None:
         lines.append(f"| {r['path']} | {r['method']} | {r['retain']:g} | {r['overall']:.3f} | "
                      + " | ".join(f"{r['by_type'][t]:.3f}" for t in types) + f" | {tokens:.1f} ({label}) |")
     for note in NOTES:
-        lines += ["", note]
+        lines += ["", note.format(agreement=agreement(rows))]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

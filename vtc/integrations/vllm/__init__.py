@@ -1,7 +1,8 @@
-"""vtc inside vLLM: exact-budget prefill methods for vLLM's Qwen2.5-VL, as a ``vllm.general_plugins`` plugin.
+"""vtc inside vLLM: exact-budget prefill methods for vLLM's Qwen2.5-VL and Qwen3-VL, as a ``vllm.general_plugins`` plugin.
 
-``register`` (the entry point) points vLLM's ``Qwen2_5_VLForConditionalGeneration`` architecture at vtc's
-subclass, which behaves exactly like vLLM's own unless the model's config has a ``vtc`` entry:
+``register`` (the entry point) points vLLM's ``Qwen2_5_VLForConditionalGeneration`` and
+``Qwen3VLForConditionalGeneration`` architectures at vtc's subclasses, which behave exactly like vLLM's own
+unless the model's config has a ``vtc`` entry:
 
     LLM(model=path, hf_overrides={"vtc": {"method": "vidcom2", "retain": 0.25}})
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 ARCHITECTURES = {
     "Qwen2_5_VLForConditionalGeneration": "vtc.integrations.vllm.qwen2_5_vl:VtcQwen2_5_VLForConditionalGeneration",
+    "Qwen3VLForConditionalGeneration": "vtc.integrations.vllm.qwen3_vl:VtcQwen3VLForConditionalGeneration",
 }
 
 

@@ -33,7 +33,7 @@ from vllm.multimodal.processing import PromptReplacement, PromptUpdate
 
 from .config import ServingConfig
 from .positions import MediaItem, grid_positions, prompt_positions
-from .reuse import SelectionCache
+from .reuse import SelectionCache, video_key
 from .saliency import LastBlockQueriesKeys, video_saliency
 from .select import keep
 from .startup import model_config_entry, startup_config
@@ -83,7 +83,8 @@ class VtcQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
             if feature.modality == "video":
                 data = feature.data
                 pixels = data["pixel_values_videos"].data
-                key = _video_key(data["video_grid_thw"].data, data["second_per_grid_ts"].data if data.get("second_per_grid_ts") else None)
+                seconds = data["second_per_grid_ts"].data if data.get("second_per_grid_ts") else None
+                key = video_key(data["video_grid_thw"].data, None if seconds is None else float(seconds.reshape(-1)[0]))
                 with torch.inference_mode():
                     features, source = self._select(pixels, key)
                 self.vtc_selections.put(pixels, key, features, source)
@@ -108,7 +109,7 @@ class VtcQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
             seconds = inputs.get("second_per_grid_ts")
             pixels = inputs["pixel_values_videos"].split(grids.prod(-1).tolist())
             for i, (video_pixels, grid) in enumerate(zip(pixels, grids)):
-                key = _video_key(grid, None if seconds is None else seconds[i])
+                key = video_key(grid, None if seconds is None else float(seconds[i].reshape(-1)[0]))
                 taken = self.vtc_selections.take(video_pixels, key)
                 out += ((taken if taken is not None else self._select(video_pixels, key))[0],)
         return out
@@ -126,9 +127,3 @@ class VtcQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
             embeds = self.visual(pixels, grid_thw=[[t, h, w]], encoder_metadata=metadata)
         return keep(self.vtc, embeds, grid, seconds, video_saliency(read, metadata["window_index"], (t, h, w), merge))
 
-
-def _video_key(grid_thw: torch.Tensor, seconds: torch.Tensor | None) -> tuple[tuple[int, int, int], float]:
-    """What a video's selection depends on besides its pixels: its patch grid (T, H, W) and seconds per
-    temporal token (1.0 when vLLM passes none, as for ``vtc.wrap``)."""
-    t, h, w = (int(v) for v in grid_thw.reshape(-1).tolist())
-    return (t, h, w), float(seconds.reshape(-1)[0]) if seconds is not None else 1.0

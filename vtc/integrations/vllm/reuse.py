@@ -21,6 +21,13 @@ import torch
 SAMPLE = 64
 
 
+def video_key(grid_thw: torch.Tensor, seconds: float | None) -> tuple[tuple[int, int, int], float]:
+    """What a video's selection depends on besides its pixels: its patch grid (T, H, W) and seconds per
+    temporal token (1.0 when none is known, as ``vtc.wrap`` assumes)."""
+    t, h, w = (int(v) for v in grid_thw.reshape(-1).tolist())
+    return (t, h, w), 1.0 if seconds is None else float(seconds)
+
+
 @dataclass(eq=False)  # identity: deque.remove must not compare tensors
 class _Entry:
     key: tuple

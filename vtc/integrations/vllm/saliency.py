@@ -1,10 +1,11 @@
-"""ATS saliency of each video token from vLLM's Qwen2.5-VL vision tower: what fastvid and holitom rank by.
+"""ATS saliency of each video token from vLLM's Qwen2.5-VL and Qwen3-VL vision towers: what fastvid and holitom rank by.
 
 vLLM's ``Qwen2_5_VisionAttention`` rotates each block's queries and keys and hands them to its attention kernel
 (``MMEncoderAttention``) as ``query=`` and ``key=``; a forward pre-hook on the last block's kernel reads them
 during the one tower pass the plugin makes per video, and :func:`vtc.saliency.ats_saliency` (the function the
-transformers path uses) turns them into one saliency per merged token. The tower runs on window-ordered merge
-units; ``window_index`` from the tower's own encoder metadata puts them back in raster order.
+transformers path uses) turns them into one saliency per merged token. Qwen2.5-VL's tower runs on window-ordered
+merge units; ``window_index`` from the tower's own encoder metadata puts them back in raster order. Qwen3-VL's
+blocks (the same attention class) attend per frame in raster order: no window index.
 
 With tensor parallelism the tower's heads are split over ranks and each rank would rank by its own heads, so
 the plugin refuses saliency methods there at start-up (:mod:`.startup`).
@@ -38,11 +39,14 @@ class LastBlockQueriesKeys:
         self.query, self.key = (t.detach().reshape(-1, *t.shape[-2:]) for t in (query, key))
 
 
-def video_saliency(read: LastBlockQueriesKeys, window_index: torch.Tensor, grid_thw: tuple[int, int, int],
+def video_saliency(read: LastBlockQueriesKeys, window_index: torch.Tensor | None, grid_thw: tuple[int, int, int],
                    merge: int) -> torch.Tensor:
-    """Saliency [T*H*W/merge^2] (t-major raster of merged tokens) of the one video the tower just encoded."""
+    """Saliency [T*H*W/merge^2] (t-major raster of merged tokens) of the one video the tower just encoded;
+    ``window_index``: the tower's order of merge units (Qwen2.5-VL), None when it keeps raster order (Qwen3-VL)."""
     if read.query is None or read.key is None:
         raise RuntimeError("vtc: the vision tower's last block did not run its attention: no saliency to read")
+    if window_index is None:
+        return ats_saliency(read.query, read.key, grid_thw, merge).flatten()
     unit = merge * merge
     order = torch.argsort(window_index.to(read.query.device))
 
