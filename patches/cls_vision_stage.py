@@ -10,6 +10,7 @@ saved inside the encoder here: the saving is in the language model. Dropped rows
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import torch
@@ -17,9 +18,9 @@ from torch import nn
 
 from vtc.tokens import VisualTokens
 
-NOTE = "[CLS] attention and keys read at vision layer {layer}; the tower runs whole (features cut before the projector)"
+NOTE = "[CLS] attention and keys read at vision layer {layer}; the tower runs whole (features cut {where})"
 NO_CLS_NOTE = ("no [CLS] in this tower: dominant tokens ranked by the frame's mean-query (pseudo-[CLS]) attention at "
-               "vision layer {layer}; the tower runs whole (features cut before the projector)")
+               "vision layer {layer}; the tower runs whole (features cut {where})")
 
 
 Reader = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -42,7 +43,7 @@ class ClsProjectorCut:
         self.attention, self.projector, self.stage, self.layer = attention, projector, stage, layer
         self.grid, self.frames, self.reader, self.pool, self.cls_row = grid, frames, read, pool, cls_row
         self.first_patch = 1 if tower_cls else 0
-        self.note = (NOTE if tower_cls else NO_CLS_NOTE).format(layer=layer)
+        self.note = (NOTE if tower_cls else NO_CLS_NOTE).format(layer=layer, where="before the projector")
         self.read: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def install(self) -> list[Callable[[], None]]:
@@ -51,6 +52,23 @@ class ClsProjectorCut:
             self.projector.register_forward_pre_hook(self._cut),
         ]
         return [h.remove for h in handles]
+
+    def install_after(self, owner: Any, method: str) -> list[Callable[[], None]]:
+        """Decide on the output of ``owner.method`` instead of the projector's input (LLaVA-OneVision's rows
+        exist only after the pooling that follows its projector); the wrapper is an instance attribute."""
+        from vtc.patching import patch_attribute
+
+        original = getattr(owner, method)
+        self.note = self.note.replace("before the projector", f"after the projector, at the output of {method}")
+
+        @functools.wraps(original)
+        def decide_after(*args: Any, **kwargs: Any) -> torch.Tensor:
+            out = original(*args, **kwargs)
+            cut = self._cut(None, (out,))
+            return out if cut is None else cut[0]
+
+        handle = self.attention.register_forward_pre_hook(self._read, with_kwargs=True)
+        return [handle.remove, patch_attribute(owner, method, decide_after)]
 
     def _read(self, attention: nn.Module, args: tuple, kwargs: dict) -> None:
         """Per row: the [CLS] attention summed over heads (softmax over all keys, as eager attention) and the
@@ -133,3 +151,13 @@ def mean_query_attention_and_keys(attention: nn.Module, hidden: torch.Tensor) ->
         key = attention.k_proj(hidden).view(batch, length, heads, head_dim).transpose(1, 2).float()
         scores = torch.einsum("bhd,bhsd->bhs", query, key) * attention.scale
         return torch.softmax(scores, dim=-1), key
+
+
+def bilinear_pool(values: torch.Tensor, how: str, height: int, width: int) -> torch.Tensor:
+    """[frames, P, ...] per-patch values (a square grid) resized to height x width rows by bilinear interpolation,
+    as LLaVA-OneVision pools its projected features (``how`` is ignored: interpolation weighs every value)."""
+    frames, count = values.shape[:2]
+    side = int(round(count**0.5))
+    grid = values.reshape(frames, side, side, -1).permute(0, 3, 1, 2).float()
+    pooled = torch.nn.functional.interpolate(grid, size=(height, width), mode="bilinear")
+    return pooled.permute(0, 2, 3, 1).reshape(frames, height * width, *values.shape[2:])

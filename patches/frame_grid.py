@@ -88,10 +88,11 @@ class FrameGridAdapter(FamilyAdapter):
         return max(states) - 1 if max(states) > 0 else None
 
     def clip_projector_cut(self, stage: Any, tower: nn.Module, pool: Callable[..., torch.Tensor] | None,
-                           cls_row: bool) -> list[Callable[[], None]]:
-        """The vision stage on the projector's input, read at the feature layer of a CLIP-style ``tower`` (whose
-        [CLS] is real); ``pool`` maps patches onto the projector's rows where several patches make one."""
-        from .cls_vision_stage import ClsProjectorCut, cls_attention_and_keys
+                           cls_row: bool, tower_cls: bool = True, after: str | None = None) -> list[Callable[[], None]]:
+        """The vision stage on the projector's input, read at the feature layer of a CLIP-style ``tower`` (a real
+        [CLS], else ``tower_cls=False``: the frame's mean query); ``pool`` maps patches onto the projector's
+        rows where several patches make one; ``after``: decide on the output of that base-model method instead."""
+        from .cls_vision_stage import ClsProjectorCut, cls_attention_and_keys, mean_query_attention_and_keys
 
         if getattr(stage.method, "every_block", False):
             raise NotImplementedError(
@@ -112,5 +113,7 @@ class FrameGridAdapter(FamilyAdapter):
             videos = stage.engine._encoded_video["pixel_values_videos"]
             return [int(videos.shape[1])] * int(videos.shape[0])
 
-        return ClsProjectorCut(encoder.layers[layer].self_attn, self.base_model().multi_modal_projector, stage, layer,
-                               self.frame_grid(), frames, cls_attention_and_keys, pool, cls_row).install()
+        read = cls_attention_and_keys if tower_cls else mean_query_attention_and_keys
+        cut = ClsProjectorCut(encoder.layers[layer].self_attn, self.base_model().multi_modal_projector, stage, layer,
+                              self.frame_grid(), frames, read, pool, cls_row, tower_cls)
+        return cut.install() if after is None else cut.install_after(self.base_model(), after)
