@@ -79,7 +79,7 @@ class FrameGridAdapter(FamilyAdapter):
         frame_starts = torch.arange(frames, device=device) * per_frame + self.frame_prefix_rows
         return (frame_starts[:, None] + torch.arange(height * width, device=device)[None]).flatten()
 
-    # -- vision stage on CLIP towers (patches/cls_vision_stage.py) --------------------------------------------
+    # -- vision stage on CLIP towers (patches/projector_cut.py) --------------------------------------------
     def feature_layer(self) -> int | None:
         """Index of the encoder layer whose output is the video features (None: the embeddings)."""
         chosen = self.config.vision_feature_layer
@@ -92,7 +92,7 @@ class FrameGridAdapter(FamilyAdapter):
         """The vision stage on the projector's input, read at the feature layer of a CLIP-style ``tower`` (a real
         [CLS], else ``tower_cls=False``: the frame's mean query); ``pool`` maps patches onto the projector's
         rows where several patches make one; ``after``: decide on the output of that base-model method instead."""
-        from .cls_vision_stage import ClsProjectorCut, cls_attention_and_keys, mean_query_attention_and_keys
+        from .projector_cut import ProjectorCut, cls_attention_and_keys, mean_query_attention_and_keys
 
         if getattr(stage.method, "every_block", False):
             raise NotImplementedError(
@@ -114,6 +114,6 @@ class FrameGridAdapter(FamilyAdapter):
             return [int(videos.shape[1])] * int(videos.shape[0])
 
         read = cls_attention_and_keys if tower_cls else mean_query_attention_and_keys
-        cut = ClsProjectorCut(encoder.layers[layer].self_attn, self.base_model().multi_modal_projector, stage, layer,
+        cut = ProjectorCut(encoder.layers[layer].self_attn, self.base_model().multi_modal_projector, stage, layer,
                               self.frame_grid(), frames, read, pool, cls_row, tower_cls)
         return cut.install() if after is None else cut.install_after(self.base_model(), after)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .base import _resolve
-from .cls_vision_stage import pool_blocks
+from .projector_cut import pool_blocks
 from .image_frames import ImageFramesAdapter
 from .qwen_vl import CLIP_MEAN, CLIP_STD
 
@@ -63,7 +63,7 @@ class InternVLAdapter(ImageFramesAdapter):
     def install_vision_stage(self, stage: Any) -> list[Callable[[], None]]:
         """VisionZip on the projector's input (one row per pixel-shuffled block), read at the last ViT layer, each
         frame on its own (a retain budget is met per frame, rounded up per frame)."""
-        from .cls_vision_stage import ClsProjectorCut
+        from .projector_cut import ProjectorCut
 
         if getattr(stage.method, "every_block", False):
             raise NotImplementedError(
@@ -83,7 +83,7 @@ class InternVLAdapter(ImageFramesAdapter):
         height, width = self.frame_grid()
 
         tower = _resolve(self.model, "model.vision_tower")
-        return ClsProjectorCut(tower.encoder.layer[-1].attention, _resolve(self.model, "model.multi_modal_projector"),
+        return ProjectorCut(tower.encoder.layer[-1].attention, _resolve(self.model, "model.multi_modal_projector"),
                                stage, len(tower.encoder.layer) - 1, (height, width), lambda: None,
                                cls_weights_and_keys, functools.partial(pool_blocks, height=height, width=width),
                                cls_row=False).install()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
-from .cls_vision_stage import pool_blocks
+from .projector_cut import pool_blocks
 from .frame_grid import FrameGridAdapter
 
 

@@ -5,7 +5,7 @@ import functools
 import math
 from typing import Any, Callable
 
-from .cls_vision_stage import bilinear_pool
+from .projector_cut import bilinear_pool
 from .frame_grid import FrameGridAdapter
 
 

@@ -43,7 +43,7 @@ class SmolVLMAdapter(ImageFramesAdapter):
     def install_vision_stage(self, stage: Any) -> list[Callable[[], None]]:
         """VisionZip on the connector's projection input (one row per pixel-shuffled block of patches), read at the
         SigLIP tower's last layer with the frame's mean query as a pseudo-[CLS]; each frame on its own."""
-        from .cls_vision_stage import ClsProjectorCut, mean_query_attention_and_keys, pool_blocks
+        from .projector_cut import ProjectorCut, mean_query_attention_and_keys, pool_blocks
 
         if getattr(stage.method, "every_block", False):
             raise NotImplementedError(
@@ -59,7 +59,7 @@ class SmolVLMAdapter(ImageFramesAdapter):
         height, width = self.frame_grid()
         base = self.base_model()
         layers = base.vision_model.encoder.layers
-        return ClsProjectorCut(layers[-1].self_attn, base.connector.modality_projection, stage, len(layers) - 1,
+        return ProjectorCut(layers[-1].self_attn, base.connector.modality_projection, stage, len(layers) - 1,
                                (height, width), lambda: None, mean_query_attention_and_keys,
                                functools.partial(pool_blocks, height=height, width=width), cls_row=False,
                                tower_cls=False).install()

@@ -6,7 +6,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .cls_vision_stage import cls_attention_and_keys
+from .projector_cut import cls_attention_and_keys
 from .frame_grid import FrameGridAdapter
 
 

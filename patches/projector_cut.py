@@ -1,12 +1,13 @@
-"""The vision stage on towers with a real [CLS] whose projector input has one row per language-model token
-(Video-LLaVA: one per patch, the [CLS] row first; InternVL: one per pixel-shuffled 2x2 block of patches, no
-[CLS]): the method decides on the projector's input.
+"""The vision stage on towers whose features reach the language model through a projector that transformers
+runs on the whole tower output: the method decides on the projector's input rows, one per language-model
+token (Video-LLaVA: one per patch, the [CLS] row first; LLaVA-NeXT-Video: one per 2x2-pooled block;
+InternVL and SmolVLM: one per pixel-shuffled block), or on LLaVA-OneVision's rows after its pooling.
 
-The [CLS] query's attention and the head-averaged keys are read at the encoder layer whose output becomes
-the video features (VisionZip's "penultimate layer" in LLaVA), summed (attention) or averaged (keys) over
-each row's patches where a row holds several; the projector then receives the method's features (merged
-ones at their targets). Transformers runs the whole tower regardless, so nothing is
-saved inside the encoder here: the saving is in the language model. Dropped rows leave at the prefill hook.
+The attention that ranks tokens and the head-averaged keys are read at the encoder layer whose output
+becomes the video features (VisionZip's "penultimate layer" in LLaVA): the [CLS] query's where the tower has
+one, else the frame's mean query (a pseudo-[CLS], as FastVID's ATS), summed (attention) or averaged (keys)
+over each row's patches where a row holds several. Transformers runs the whole tower regardless, so nothing
+is saved inside the encoder here: the saving is in the language model. Dropped rows leave at the prefill hook.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ NO_CLS_NOTE = ("no [CLS] in this tower: dominant tokens ranked by the frame's me
 Reader = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-class ClsProjectorCut:
+class ProjectorCut:
     """Hooks on one encoder layer's attention (to read it) and on the projector (to apply the decision).
 
     ``frames`` gives, per video (or prompt) being encoded, its frames in order; ``read`` returns the [CLS]
