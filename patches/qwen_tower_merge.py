@@ -71,9 +71,8 @@ class QwenTowerMerge:
             torch.arange(t, device=order.device).repeat_interleave(h * w // self.unit) + sum(g[0] for g in self.grid[:v])
             for v, (t, h, w) in enumerate(self.grid)
         ])
-        self.raster = order  # raster unit of each alive unit, in tower order
-        self.raster_full = order
-        self.frame = frame_of_raster[order]
+        self.raster_full = order  # raster unit at each tower position
+        self.frame_full = frame_of_raster[order]  # frame group at each tower position
         self.alive = torch.arange(units, device=order.device)  # tower positions of alive units
         self.size = torch.ones(units, device=order.device)
         self.rep = torch.arange(units, device=order.device)  # tower position -> its representative's
@@ -163,13 +162,13 @@ class QwenTowerMerge:
 
     def _merge_units(self, index: int, hidden: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         src_all, dst_all, similarities = [], [], []
-        frames = self.frame
+        frames, raster = self.frame_full[self.alive], self.raster_full[self.alive]
         for f in range(len(self.per_frame)):
             members = (frames == f).nonzero().flatten()
             if members.numel() < 2:
                 similarities.append(torch.zeros(0))
                 continue
-            members = members[torch.argsort(self.raster[members])]  # raster order within the frame
+            members = members[torch.argsort(raster[members])]  # raster order within the frame
             limit = threshold = None
             if self.fixed is not None:
                 limit = self.fixed[index] + (int(self.carry[f]) if self.left is not None else 0)
@@ -204,7 +203,6 @@ class QwenTowerMerge:
         keep = torch.ones(units.shape[0], dtype=torch.bool, device=src.device)
         keep[src] = False
         self.alive, self.size = self.alive[keep], size[keep]
-        self.raster, self.frame = self.raster[keep], self.frame[keep]
         return merged[keep.to(merged.device)].reshape(-1, width)
 
     def _widen(self, _merger: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
