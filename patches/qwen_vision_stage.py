@@ -121,10 +121,10 @@ class QwenTowerCut:
             return None  # nothing dropped or merged: the tower runs as it would unwrapped
         new_units = units.clone()
         new_units[kept_raster] = torch.cat(features).view(-1, self.unit, width).to(hidden.dtype)
-        window_pos = torch.sort(self.order.to(hidden.device).argsort()[kept_raster]).values
+        window_pos = torch.sort(raster[kept_raster]).values
         self.kept_units = window_pos
         self.kept_rows = (window_pos[:, None] * self.unit + torch.arange(self.unit, device=hidden.device)).flatten()
-        reduced = new_units[torch.argsort(raster)][window_pos].reshape(-1, width)  # back to window order, kept only
+        reduced = new_units[self.order.to(hidden.device)][window_pos].reshape(-1, width)  # back to tower order, kept only
         return (reduced, *output[1:]) if isinstance(output, tuple) else reduced
 
     def _narrow(self, _block: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
