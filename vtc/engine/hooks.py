@@ -129,7 +129,7 @@ class Engine:
             self._encoded_video = dict(bound.arguments)
             self._encoding_video = True
             if self.vision is not None:
-                self.vision.cuts = []  # one encoding per prefill: nothing left over from an unused one
+                self.vision.start_encoding()
             try:
                 return original(*args, **kwargs)
             finally:

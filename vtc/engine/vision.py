@@ -62,6 +62,10 @@ class VisionStage:
     def install(self) -> list[Callable[[], None]]:
         return self.engine.adapter.install_vision_stage(self)
 
+    def start_encoding(self) -> None:
+        """Forget decisions of an encoding no prefill consumed: one encoding feeds one prefill."""
+        self.cuts = []
+
     def compress(self, videos: list[VisualTokens], notes: list[str]) -> list[Selection]:
         """Run the method on each video the tower is encoding; called by the adapter's hooks."""
         out = []
