@@ -55,3 +55,19 @@ def test_entries_nobody_takes_leave_after_capacity_newer_ones() -> None:
     assert len(cache) == 2
     assert cache.take(videos[0], KEY) is None
     assert cache.take(videos[2], KEY) is not None
+
+
+def test_the_positions_call_remembers_and_the_feature_call_selects_again_only_on_a_miss() -> None:
+    cache = SelectionCache()
+    calls = []
+
+    def select(pixels, key):
+        calls.append(key)
+        return _selection(len(calls))
+
+    video = _video(0)
+    remembered = cache.remember(video, KEY, select)
+    taken = cache.selection(video, KEY, select)
+    assert len(calls) == 1 and torch.equal(taken[1], remembered[1]), "the feature call takes the remembered selection"
+    again = cache.selection(video, KEY, select)
+    assert len(calls) == 2 and torch.equal(again[1], _selection(2)[1]), "taken once: a second call selects again"

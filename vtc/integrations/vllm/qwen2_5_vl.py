@@ -85,9 +85,7 @@ class VtcQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
                 pixels = data["pixel_values_videos"].data
                 seconds = data["second_per_grid_ts"].data if data.get("second_per_grid_ts") else None
                 key = video_key(data["video_grid_thw"].data, None if seconds is None else float(seconds.reshape(-1)[0]))
-                with torch.inference_mode():
-                    features, source = self._select(pixels, key)
-                self.vtc_selections.put(pixels, key, features, source)
+                _, source = self.vtc_selections.remember(pixels, key, self._select)
                 kept = relative[:, source.cpu().numpy()]
             else:
                 kept = relative
@@ -110,8 +108,7 @@ class VtcQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
             pixels = inputs["pixel_values_videos"].split(grids.prod(-1).tolist())
             for i, (video_pixels, grid) in enumerate(zip(pixels, grids)):
                 key = video_key(grid, None if seconds is None else float(seconds[i].reshape(-1)[0]))
-                taken = self.vtc_selections.take(video_pixels, key)
-                out += ((taken if taken is not None else self._select(video_pixels, key))[0],)
+                out += (self.vtc_selections.selection(video_pixels, key, self._select)[0],)
         return out
 
     def _select(self, pixels: torch.Tensor, key: tuple[tuple[int, int, int], float]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -122,9 +122,7 @@ class VtcQwen3VLForConditionalGeneration(Qwen3VLForConditionalGeneration):
         """Select one video's tokens (kept for ``embed_multimodal``); its uncompressed run and which rows remain."""
         pixels = data["pixel_values_videos"].data
         key = video_key(data["video_grid_thw"].data, self._seconds())
-        with torch.inference_mode():
-            features, source = self._select(pixels, key)
-        self.vtc_selections.put(pixels, key, features, source)
+        _, source = self.vtc_selections.remember(pixels, key, self._select)
         (t, h, w), _ = key
         merge = self.visual.spatial_merge_size
         run = video_run(self.config, self._tokenizer, data["timestamps"].data, [h * w // merge**2] * t)
@@ -150,8 +148,7 @@ class VtcQwen3VLForConditionalGeneration(Qwen3VLForConditionalGeneration):
             merge = self.visual.spatial_merge_size
             for video_pixels, grid, timestamps in zip(pixels, grids, inputs["timestamps"]):
                 key = video_key(grid, self._seconds())
-                taken = self.vtc_selections.take(video_pixels, key)
-                features, source = taken if taken is not None else self._select(video_pixels, key)
+                features, source = self.vtc_selections.selection(video_pixels, key, self._select)
                 (t, h, w), _ = key
                 per_frame = torch.bincount(source.cpu() // (h * w // merge**2), minlength=t).tolist()
                 out += (self._create_final_video_embeddings(

@@ -15,10 +15,15 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 SAMPLE = 64
+
+
+# One video's selection from its pixels and key: (kept features [K, D], their indices among its tokens).
+Selector = Callable[[torch.Tensor, tuple], tuple[torch.Tensor, torch.Tensor]]
 
 
 def video_key(grid_thw: torch.Tensor, seconds: float | None) -> tuple[tuple[int, int, int], float]:
@@ -57,6 +62,19 @@ class SelectionCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def remember(self, pixels: torch.Tensor, key: tuple, select: Selector) -> tuple[torch.Tensor, torch.Tensor]:
+        """Select one video now (the positions call, before vLLM encodes anything) and keep the result for its
+        feature call."""
+        with torch.inference_mode():
+            features, source = select(pixels, key)
+        self.put(pixels, key, features, source)
+        return features, source
+
+    def selection(self, pixels: torch.Tensor, key: tuple, select: Selector) -> tuple[torch.Tensor, torch.Tensor]:
+        """The feature call's selection of one video: the remembered one, else ``select`` runs again (same result)."""
+        taken = self.take(pixels, key)
+        return taken if taken is not None else select(pixels, key)
 
     def put(self, pixels: torch.Tensor, key: tuple, features: torch.Tensor, source: torch.Tensor) -> None:
         """Keep one video's selection (its kept features and their indices), made from ``pixels``."""
