@@ -19,7 +19,7 @@ from vtc.patches import adapter_for
 
 from .builders import tiny, video, write_mp4
 from .test_families import _SaliencyProbe
-from .test_oracles import _rope_positions
+from .test_oracles import rope_positions
 
 
 def _partly_static_clip() -> np.ndarray:
@@ -128,7 +128,7 @@ def test_video_llama_3_pruning_on_top_of_its_compression_equals_masking(spec: st
         dropped[kept] = False
         mask[b, rows[dropped]] = 0
     with torch.no_grad():
-        masked = tm.model(**{**inputs, "attention_mask": mask, "position_ids": _rope_positions(tm.model, inputs)})
+        masked = tm.model(**{**inputs, "attention_mask": mask, "position_ids": rope_positions(tm.model, inputs)})
     torch.testing.assert_close(pruned, masked.logits[:, -1], rtol=1e-5, atol=1e-5)
 
 

@@ -14,7 +14,7 @@ from .builders import FAMILIES, cache_arg, cache_of, ROPE_1D_FAMILIES, tiny, uns
 PRUNING_SPECS = ["random:0.3", "dtd:0.25", "dtd", "uniform:0.5"]
 
 
-def _generate(model, inputs, steps: int = 5):
+def greedy(model, inputs, steps: int = 5):
     with torch.no_grad():
         return model.generate(
             **inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
@@ -27,22 +27,23 @@ def _batch(family: str):
     return tm, tm.inputs(tm.batch_clips())
 
 
+RETAIN_ONE_SPECS = ["random:1.0", "dtd:1.0", "fastv@2:1.0", "dtd:1.0>fastv@2:1.0", "pyramiddrop:1.0", "dycoke-kv:1.0",
+                    "framefusion:1.0", "visionzip:1.0", "visionzip:1.0>fastv@2:1.0", "dymu:1.0"]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize(
-    "spec", ["random:1.0", "dtd:1.0", "fastv@2:1.0", "dtd:1.0>fastv@2:1.0", "pyramiddrop:1.0", "dycoke-kv:1.0",
-             "framefusion:1.0", "visionzip:1.0", "visionzip:1.0>fastv@2:1.0", "dymu:1.0"],
-)
+@pytest.mark.parametrize("spec", RETAIN_ONE_SPECS)
 def test_retain_one_is_bit_identical_to_unwrapped(family: str, spec: str) -> None:
     if unsupported_stages(family, spec):
         pytest.skip(f"{family} refuses stages {unsupported_stages(family, spec)} (checked in the conformance suite)")
     tm, inputs = _batch(family)
     with torch.no_grad():
         reference_logits = tm.model(**inputs).logits
-    reference = _generate(tm.model, inputs)
+    reference = greedy(tm.model, inputs)
     with vtc.compressed(tm.model, spec):
         with torch.no_grad():
             logits = tm.model(**inputs).logits
-        generated = _generate(tm.model, inputs)
+        generated = greedy(tm.model, inputs)
         assert tm.model.vtc_stats.tokens_kept == tm.model.vtc_stats.visual_tokens
     assert torch.equal(logits, reference_logits)
     assert torch.equal(generated.sequences, reference.sequences)
@@ -52,12 +53,12 @@ def test_retain_one_is_bit_identical_to_unwrapped(family: str, spec: str) -> Non
         assert torch.equal(tm.model(**inputs).logits, reference_logits), "unwrap did not restore the model"
 
 
-def _rope_positions(model, inputs) -> torch.Tensor:
+def rope_positions(model, inputs) -> torch.Tensor:
     """The model's own position ids for the unmasked prompt: M-RoPE ids, or 0..L-1 for 1D RoPE."""
     get_rope_index = getattr(model.model, "get_rope_index", None)
     if get_rope_index is None:
         batch, length = inputs["input_ids"].shape
-        return torch.arange(length).expand(batch, length)
+        return torch.arange(length, device=inputs["input_ids"].device).expand(batch, length)
     accepted = inspect.signature(get_rope_index).parameters
     kwargs = {k: v for k, v in inputs.items() if k in accepted and k != "input_ids"}
     positions, _ = get_rope_index(inputs["input_ids"], **kwargs)
@@ -85,7 +86,7 @@ def test_pruning_equals_full_sequence_with_dropped_tokens_masked(family: str, sp
     assert sum(stats.tokens_kept) < sum(stats.visual_tokens), "the oracle needs something dropped"
     mask = dropped_masked(tm, inputs, stats.kept_indices)
     with torch.no_grad():
-        masked = tm.model(**{**inputs, "attention_mask": mask, "position_ids": _rope_positions(tm.model, inputs)}).logits[:, -1]
+        masked = tm.model(**{**inputs, "attention_mask": mask, "position_ids": rope_positions(tm.model, inputs)}).logits[:, -1]
     torch.testing.assert_close(pruned, masked, rtol=1e-5, atol=1e-5)
 
 
@@ -104,7 +105,7 @@ def test_decoding_without_position_ids_continues_at_original_length(family: str)
         dropped[kept] = False
         mask[b, tm.visual_rows(inputs, b)[dropped]] = 0
     with torch.no_grad():
-        full = tm.model(**{**inputs, "attention_mask": mask}, position_ids=_rope_positions(tm.model, inputs), use_cache=True)
+        full = tm.model(**{**inputs, "attention_mask": mask}, position_ids=rope_positions(tm.model, inputs), use_cache=True)
         masked = _decode_steps(tm.model, mask, full)
     for got, want in zip(pruned, masked):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -135,9 +136,9 @@ def test_left_padded_batch_equals_samples_one_by_one(family: str, spec: str) -> 
     tm = tiny(family)
     clips = tm.batch_clips()
     with vtc.compressed(tm.model, spec):
-        batched = _generate(tm.model, tm.inputs(clips))
+        batched = greedy(tm.model, tm.inputs(clips))
         counts = tm.model.vtc_stats.tokens_kept
-        singles = [_generate(tm.model, tm.inputs([clip])) for clip in clips]
+        singles = [greedy(tm.model, tm.inputs([clip])) for clip in clips]
     assert counts[0] != counts[1], "samples should keep different numbers of tokens"
     steps = len(batched.logits)
     for b, single in enumerate(singles):

@@ -147,11 +147,11 @@ def _one_video_per_prompt(family: str) -> list[np.ndarray]:
 
 
 def _masked_reference(tm, inputs, kept_indices):
-    from .test_oracles import _rope_positions, dropped_masked
+    from .test_oracles import rope_positions, dropped_masked
 
     mask = dropped_masked(tm, inputs, kept_indices)
     with torch.no_grad():
-        return tm.model(**{**inputs, "attention_mask": mask, "position_ids": _rope_positions(tm.model, inputs)}).logits[:, -1]
+        return tm.model(**{**inputs, "attention_mask": mask, "position_ids": rope_positions(tm.model, inputs)}).logits[:, -1]
 
 
 @pytest.mark.parametrize("family", SELECT_FAMILIES)

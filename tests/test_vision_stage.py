@@ -17,7 +17,7 @@ import vtc
 from vtc.patches import adapter_for
 
 from .builders import families_with, tiny, unsupported_stages, video
-from .test_oracles import _rope_positions, dropped_masked
+from .test_oracles import rope_positions, dropped_masked
 
 VISION_FAMILIES = families_with("vision")
 PURE = "visionzip(dominant=3, contextual=0)"  # 3 tokens of each frame (of 4 to 256), nothing merged
@@ -134,7 +134,7 @@ def test_language_model_sees_the_cut_features_at_their_original_positions(family
     try:
         with torch.no_grad():
             masked = tm.model(**{**inputs, "attention_mask": mask,
-                                 "position_ids": _rope_positions(tm.model, inputs)}).logits[:, -1]
+                                 "position_ids": rope_positions(tm.model, inputs)}).logits[:, -1]
     finally:
         delattr(base, name)
     torch.testing.assert_close(pruned, masked, rtol=1e-5, atol=1e-5)

@@ -38,6 +38,10 @@ SHAPES = {
     "0.5b-vit": Shape(hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864, vocab=151936, vision_depth=32,
                       vision_hidden=1280, vision_heads=16, vision_intermediate=3420,
                       full_attention_blocks=(7, 15, 23, 31)),
+    # Qwen2.5-VL-7B's shape (language model 3584 x 28, 28 heads, 4 KV heads, MLP 18944; the same real tower):
+    # for accelerators, where a realistic TTFT needs the real model's size.
+    "7b": Shape(hidden=3584, layers=28, heads=28, kv_heads=4, intermediate=18944, vocab=152064, vision_depth=32,
+                vision_hidden=1280, vision_heads=16, vision_intermediate=3420, full_attention_blocks=(7, 15, 23, 31)),
     "tiny": Shape(hidden=64, layers=3, heads=2, kv_heads=1, intermediate=128, vocab=1200, vision_depth=1,
                   vision_hidden=32),
 }
@@ -67,7 +71,9 @@ def build_model(shape: str, device: str, dtype: torch.dtype):
         image_token_id=s.vocab - 5, video_token_id=s.vocab - 4, vision_start_token_id=s.vocab - 3,
         vision_end_token_id=s.vocab - 2, attn_implementation="sdpa",
     )
-    model = Qwen2_5_VLForConditionalGeneration(config).to(device=device, dtype=dtype)
+    # Built on the device in its dtype: a 7B model initialised on one CPU thread in float32 would take minutes.
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype)
     return model.eval().requires_grad_(False)
 
 
