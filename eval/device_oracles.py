@@ -143,7 +143,8 @@ def guarded(rows: list[dict], base: dict, run: Callable[[], dict]) -> None:
         print(row["error"], flush=True)
 
 
-def run_family(family: str, device: torch.device, dtypes: list[torch.dtype]) -> list[dict]:
+def run_family(family: str, device: torch.device, dtypes: list[torch.dtype], first: int | None = None) -> list[dict]:
+    """Every oracle of ``family`` in each dtype; ``first`` keeps only that many specs per oracle (a quick run)."""
     from tests.builders import fresh, unsupported_stages
     from tests.test_oracles import BATCH_SPECS, PRUNING_SPECS, RETAIN_ONE_SPECS
 
@@ -159,14 +160,14 @@ def run_family(family: str, device: torch.device, dtypes: list[torch.dtype]) -> 
         cpu_inputs = tm.inputs(tm.batch_clips())
         inputs, fp32_inputs = on_device(cpu_inputs, device, dtype), on_device(cpu_inputs, device, torch.float32)
         name = str(dtype).removeprefix("torch.")
-        for spec in RETAIN_ONE_SPECS:
+        for spec in RETAIN_ONE_SPECS[:first]:
             if not unsupported_stages(family, spec):
                 guarded(rows, dict(family=family, dtype=name, oracle="retain-1", spec=spec),
                         lambda: retain_one(tm, model, inputs, spec))
-        for spec in PRUNING_SPECS:
+        for spec in PRUNING_SPECS[:first]:
             guarded(rows, dict(family=family, dtype=name, oracle="masked", spec=spec),
                     lambda: masked(tm, model, reference_model, cpu_inputs, inputs, fp32_inputs, spec, dtype))
-        for spec in BATCH_SPECS:
+        for spec in BATCH_SPECS[:first]:
             if not unsupported_stages(family, spec):
                 guarded(rows, dict(family=family, dtype=name, oracle="batch", spec=spec),
                         lambda: batch(tm, model, device, dtype, spec))
@@ -212,6 +213,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--families", nargs="*", default=None, help="default: every tiny test family")
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    p.add_argument("--first", type=int, default=None, help="only the first N specs of each oracle (a quick run)")
     p.add_argument("--merge", type=Path, default=None, help="merge the per-family JSON files of this folder")
     p.add_argument("--command", default=None, help="the command to print in the merged report")
     p.add_argument("--out", type=Path, required=True)
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     dtypes = [getattr(torch, d) for d in args.dtypes]
     args.out.mkdir(parents=True, exist_ok=True)
     for family in args.families or FAMILIES:
-        rows = run_family(family, device, dtypes)
+        rows = run_family(family, device, dtypes, args.first)
         (args.out / f"{family}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
 
 
