@@ -131,6 +131,31 @@ def test_compact_attention_equals_the_whole_cache_with_unchosen_entries_masked(f
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"step {step}")
 
 
+def test_beam_search_rows_keep_their_beams_selection() -> None:
+    """Beam search reorders the cache between steps: each compact row must follow its beam (and its selection)."""
+    tm = tiny("qwen2_vl")
+    inputs = tm.inputs(tm.batch_clips())
+    method = _Alternating(ratio=0.7)
+    beams = dict(max_new_tokens=5, min_new_tokens=5, num_beams=2, num_return_sequences=2, do_sample=False,
+                 output_scores=True, return_dict_in_generate=True)
+    with vtc.compressed(tm.model, method), torch.no_grad():
+        got = tm.model.generate(**inputs, **beams)
+        steps = tm.model.vtc_stats.cache_steps
+    assert all(len(step.chosen) == 4 for step in steps)
+    removers = _masking_hooks(tm, {k: v.repeat_interleave(2, dim=0) for k, v in inputs.items()
+                                   if k in ("input_ids", "attention_mask")} | {"pixel_values_videos": inputs["pixel_values_videos"]},
+                              method.layer, _chosen_per_step(steps))
+    try:
+        with torch.no_grad():
+            want = tm.model.generate(**inputs, **beams)
+    finally:
+        for remover in removers:
+            remover.remove()
+    assert torch.equal(got.sequences, want.sequences)
+    for a, b in zip(got.scores, want.scores):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def _present(stats, row: int, layer: int) -> set[int]:
     """Original indices of the row's visual tokens a layer's cache holds (after the cuts up to it)."""
     cuts = [k for k in sorted(stats.layer_kept_indices) if k <= layer]
