@@ -85,7 +85,7 @@ def _masking_hooks(tm, inputs: dict, first: int, chosen_per_step: list[list[list
                 return None  # the prefill
             step[0] += idx == first
             mask = kwargs["attention_mask"]
-            assert mask is not None and mask.ndim == 4, "the reference needs the padded batch's 4D mask"
+            assert mask is not None and mask.ndim == 4, "the reference needs a 4D mask (a padded batch, or eager)"
             mask = mask.clone()
             for b, chosen in enumerate(chosen_per_step[step[0]]):
                 hidden_rows = torch.ones(rows[b].numel(), dtype=torch.bool)
@@ -129,6 +129,27 @@ def test_compact_attention_equals_the_whole_cache_with_unchosen_entries_masked(f
     assert len(got.logits) == len(steps) + 1
     for step, (a, b) in enumerate(zip(got.logits, want.logits)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"step {step}")
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava_onevision"])
+def test_one_sample_without_a_mask_equals_the_masked_reference(family: str) -> None:
+    """Alone, sdpa gets no mask while decoding (plain causal); the compact copy then needs none either. The
+    reference runs eager attention, whose 4D mask the reference hooks edit."""
+    tm = tiny(family)
+    inputs = tm.inputs([video(8)])
+    method = _Alternating(ratio=0.7)
+    with vtc.compressed(tm.model, method):
+        got = _generate(tm.model, inputs)
+        steps = tm.model.vtc_stats.cache_steps
+    removers = _masking_hooks(tm, inputs, method.layer, _chosen_per_step(steps))
+    try:
+        want = with_eager(tm.model, lambda: _generate(tm.model, inputs))
+    finally:
+        for remover in removers:
+            remover.remove()
+    assert torch.equal(got.sequences, want.sequences)
+    for a, b in zip(got.logits, want.logits):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_beam_search_rows_keep_their_beams_selection() -> None:

@@ -61,7 +61,7 @@ class CacheStage:
         check_layer(self.step.method, len(self.adapter.decoder_layers()), "acts from")
         self._attention: torch.Tensor | None = None
         self._previous_recorder: Callable[..., None] | None = None
-        self._masks: tuple[Any, Any, torch.Tensor | None] | None = None  # (incoming mask, compaction, result)
+        self._masks: tuple[Any, Any, torch.Tensor] | None = None  # (incoming mask, compaction, result)
 
     def install(self) -> list[Callable[[], None]]:
         if self.step is None:
@@ -172,11 +172,11 @@ class CacheStage:
     def _mask(self, state: Any, compaction: Compaction, mask: torch.Tensor | None, hidden: torch.Tensor):
         """The layer's attention mask on its compact columns, in the form its attention implementation takes
         (2D for flash attention, additive for eager, else bool 4D; None where plain causal attention is exact)."""
+        if mask is None:  # its length follows the step, so it is not kept across calls
+            return self._built_mask(compaction, state.cache.get_seq_length() - state.mask_2d.shape[1], hidden)
         if self._masks is not None and self._masks[0] is mask and self._masks[1] is compaction:
             return self._masks[2]
-        if mask is None:
-            result = self._built_mask(compaction, state.cache.get_seq_length() - state.mask_2d.shape[1], hidden)
-        elif mask.ndim == 2:
+        if mask.ndim == 2:
             extra = mask.shape[1] - compaction.kept.shape[1]
             columns, valid = compaction.columns(extra).to(mask.device), compaction.valid_columns(extra).to(mask.device)
             result = torch.gather(mask, 1, columns) * valid.to(mask.dtype)
