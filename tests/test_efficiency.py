@@ -43,3 +43,17 @@ def test_benchmark_writes_every_field(tmp_path: Path) -> None:
     assert {"share_of_prefill", "prefill_ms_estimate", "gemm_gflops"} <= set(result["divprune"][0])
     assert "a note" in out.with_suffix(".md").read_text()
     assert result["meta"]["load_start"] and result["meta"]["command"].startswith("python -m eval.efficiency")
+
+
+def test_decode_reports_the_entries_a_cache_stage_attends_to_and_the_bytes_it_holds(tmp_path: Path) -> None:
+    """dycoke-kv's last layer attends to fewer entries than the uncompressed one, and its cache holds more bytes
+    (the whole prompt stays beside the compact copy): both read before unwrap restores the cache."""
+    out = tmp_path / "decode"
+    result = main(["--model", "tiny", "--frames", "16", "--size", "56", "--parts", "decode", "--repeats", "1",
+                   "--decode-tokens", "3", "--decode-methods", "dycoke-kv(layer=1)", "--decode-retains", "0.3",
+                   "--out", str(out)])
+    none, dycoke = result["decode"]
+    assert (none["method"], dycoke["method"]) == ("none", "dycoke-kv(layer=1)")
+    assert none["kv_attended_last_layer"] == none["kv_tokens_last_layer"] + 3
+    assert dycoke["kv_attended_last_layer"] < none["kv_attended_last_layer"]
+    assert dycoke["kv_mib_end"] > none["kv_mib_end"]

@@ -28,7 +28,8 @@ def _batch(family: str):
 
 
 RETAIN_ONE_SPECS = ["random:1.0", "dtd:1.0", "fastv@2:1.0", "dtd:1.0>fastv@2:1.0", "pyramiddrop:1.0", "dycoke-kv:1.0",
-                    "framefusion:1.0", "visionzip:1.0", "visionzip:1.0>fastv@2:1.0", "dymu:1.0"]
+                    "framefusion:1.0", "visionzip:1.0", "visionzip:1.0>fastv@2:1.0", "dymu:1.0",
+                    "fastv@2:1.0>dycoke-kv:1.0", "pyramiddrop:1.0>dycoke-kv(layer=1):1.0"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -125,6 +126,7 @@ def _decode_steps(model, mask: torch.Tensor, out, steps: int = 3) -> list[torch.
 SELECTORS = [name for name in vtc.list_methods() if vtc.get_method(name).stage == "select"]
 BATCH_SPECS = [f"{name}:0.3" for name in vtc.list_methods() if name != "uniform" and name not in SELECTORS] + [
     "uniform:0.5", "pool", "dtd:0.6>fastv@2:0.5", "holitom(inner_layer=2):0.5", "dycoke:0.5>dycoke-kv:0.3",
+    "fastv@2:0.5>dycoke-kv:0.3", "pyramiddrop:0.5>dycoke-kv(layer=1):0.3",
 ] + [f"{name}:0.5" for name in SELECTORS]  # at 0.3 both test clips would keep one frame group
 
 

@@ -27,12 +27,15 @@ class StageRecord:
 class CacheStep:
     """One decode step of a cache-stage method: per language-model row, how many visual tokens layers from
     ``layer`` on attended to, whether the method chose them anew at this step, and (for rows that did)
-    which ones, as indices among the row's visual tokens that entered the LLM (empty when carried over)."""
+    which ones, as indices among the row's visual tokens that entered the LLM (empty when carried over).
+    ``kv_lengths[k][i]``: the KV-cache entries layer k (from ``layer`` on) attended to for row i at this step
+    (text, chosen visual tokens that layer still holds, decoded tokens including this one; padding left out)."""
 
     layer: int
     kept: list[int]
     reselected: list[bool]
     chosen: list[list[int]]
+    kv_lengths: dict[int, list[int]] = field(default_factory=dict)
 
 
 @dataclass

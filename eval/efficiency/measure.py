@@ -54,10 +54,14 @@ def timing_hooks(model, watch: Stopwatch, lm_calls: list[tuple[float, float]] | 
         watch.calls = calls[0]
 
 
+KV_TENSORS = ("keys", "values", "prompt_keys", "prompt_values")  # the last two: a cache stage's whole prompt
+
+
 def kv_bytes(cache) -> int:
-    """Bytes held by a transformers cache's key and value tensors, every layer."""
-    return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values)
-               if t is not None)
+    """Bytes held by a transformers cache's key and value tensors, every layer (a compacted layer's whole prompt
+    and its compact copy both count)."""
+    return sum(t.numel() * t.element_size() for layer in cache.layers for name in KV_TENSORS
+               if (t := getattr(layer, name, None)) is not None)
 
 
 def tokens_per_layer(model, inputs: dict, stats) -> tuple[int, int, list[int]]:
@@ -98,16 +102,22 @@ def prefill_probe(model, inputs: dict, spec: str | None, retain: float) -> dict:
 
 def decode_probe(model, inputs: dict, spec: str | None, retain: float, new_tokens: int) -> dict:
     """Milliseconds per decoded token over ``new_tokens`` greedy tokens after the prefill: the mean, and the
-    median of the per-token intervals (robust to another user's burst on a shared machine)."""
+    median of the per-token intervals (robust to another user's burst on a shared machine); the entries the last
+    layer attended to at the last step and the cache's bytes then (read before unwrap restores a cache stage's
+    compact layers)."""
     watch = Stopwatch(model.device)
     with compression(model, spec, retain), timing_hooks(model, watch), torch.no_grad():
-        model.generate(**inputs, max_new_tokens=new_tokens + 1, min_new_tokens=new_tokens + 1, do_sample=False)
+        out = model.generate(**inputs, max_new_tokens=new_tokens + 1, min_new_tokens=new_tokens + 1, do_sample=False,
+                             return_dict_in_generate=True)
         stats = getattr(model, "vtc_stats", None) if spec else None
+        cache = out.cache if "cache" in out.keys() else out.past_key_values  # renamed in transformers 5.24
+        attended, kv_end = cache.layers[-1].get_seq_length(), kv_bytes(cache) / 2**20
     _, _, layers = tokens_per_layer(model, inputs, stats)
     steps = watch.calls - 1
     wall, cpu = watch.ms("lm_end1", f"lm_end{watch.calls}")
     per_step = [watch.ms(f"lm_end{k}", f"lm_end{k + 1}") for k in range(1, watch.calls)]
     return dict(method=spec or "none", retain=retain if spec else 1.0, decode_tokens=steps,
-                kv_tokens_last_layer=layers[-1], decode_ms_per_token=wall / steps, decode_cpu_ms_per_token=cpu / steps,
+                kv_tokens_last_layer=layers[-1], kv_attended_last_layer=attended, kv_mib_end=kv_end,
+                decode_ms_per_token=wall / steps, decode_cpu_ms_per_token=cpu / steps,
                 decode_median_ms=statistics.median(w for w, _ in per_step),
                 decode_median_cpu_ms=statistics.median(c for _, c in per_step))

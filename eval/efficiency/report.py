@@ -82,9 +82,13 @@ def markdown(result: dict) -> str:
         parts += ["", f"## Decode: ms per token over {d['decode_tokens']} greedy tokens "
                   f"(median of {meta.get('decode_repeats', meta['repeats'])} run(s))", "",
                   "Mean over the tokens, and the median of the per-token intervals (robust to a burst of another "
-                  "user's load). KV positions: what the last layer's cache holds after the prefill.", ""]
-        parts += _table(["method", "retain", "KV positions", "ms / token (cpu)", "median ms / token (cpu)"],
-                        [[r["method"], r["retain"], r["kv_tokens_last_layer"],
+                  "user's load). KV positions: what the last layer's cache holds after the prefill; attended: the entries "
+                  "the last layer attended to at the last step (a cache stage's compact copy); KV MiB: every layer's "
+                  "keys and values after the last step (a cache stage's whole prompt and compact copy both count).", ""]
+        parts += _table(["method", "retain", "KV positions", "attended (last step)", "KV MiB (end)", "ms / token (cpu)",
+                         "median ms / token (cpu)"],
+                        [[r["method"], r["retain"], r["kv_tokens_last_layer"], r.get("kv_attended_last_layer", "-"),
+                          f"{r['kv_mib_end']:.1f}" if "kv_mib_end" in r else "-",
                           f"{r['decode_ms_per_token']:.1f} ({r['decode_cpu_ms_per_token']:.1f})",
                           f"{r['decode_median_ms']:.1f} ({r['decode_median_cpu_ms']:.1f})"] for r in result["decode"]])
     if result.get("throughput"):

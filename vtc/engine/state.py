@@ -55,6 +55,7 @@ class ForwardState:
     layer_mask_2d: torch.Tensor | None = None
     recorded: dict[int, torch.Tensor] = field(default_factory=dict)
     cache_choices: list[Any] = field(default_factory=list)  # per row, the cache method's latest CacheChoice
+    cache_run: Any = None  # the cache stage's layouts and selection version (vtc/engine/cache.py)
 
 
 def cache_kwarg(module: nn.Module) -> str:

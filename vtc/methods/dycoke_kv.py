@@ -33,12 +33,30 @@ class DyCokeKV(Method):
     to all text and to every decoded token; layers below attend to everything. The prefill is not
     changed (combine with ``dycoke`` for its TTM stage: ``"dycoke>dycoke-kv"``).
 
+    How (vtc/engine/cache.py): each layer from L keeps a compact copy of its KV cache (text, chosen visual
+    entries, decoded tokens; keys are cached after RoPE, so gathered keys keep their positions) that is
+    re-gathered from the whole prompt only at steps where a row chose anew and appended to at every step;
+    attention runs over the copy, so decode attention at those layers costs the kept entries, not the prompt.
+    Memory, stated honestly: those layers hold the whole prompt's keys and values (kept, as the official
+    ``PrunableDynamicCache`` keeps everything, so a later step can choose other tokens) plus the copy, i.e.
+    prompt + (text + kept visual) + decoded entries per layer instead of prompt + decoded: more KV memory,
+    not less (at P = 0.7 about 1.3x the prompt's KV at layers L..). Batches: each row chooses for itself and
+    the copies are left-padded per row; beam search moves each row's copy and choice with its beam. sdpa and
+    eager run it (tested); flash attention gets the compact 2D padding mask (written, not run here: no GPU in
+    the tests). Caches other than transformers' DynamicCache layers (static, sliding-window, quantized,
+    offloaded) are refused, as are cropping (assisted decoding) and batch surgery (contrastive search) on a
+    compacted layer. ``vtc.unwrap`` turns the latest cache's compact layers back into whole ones.
+
+    After layer-stage cuts (``"fastv@2:0.5>dycoke-kv"``, ``pyramiddrop``, ``framefusion``, holitom's inner
+    merge) the method chooses among the visual tokens that reach layer L-1 (the budget counts those), and each
+    layer from L attends to the chosen tokens its own cache still holds (a cut after L may have dropped some;
+    ``CacheStep.kv_lengths`` reports each layer's count).
+
     Deviations, all stated: the official builder never switches this stage on (a bug), and its code,
     when it runs, prunes only at steps whose attention *differs* (and uses the full cache otherwise,
-    with a stale index list that drops the newest tokens); vtc follows the paper (keep the choice while
-    attention is similar, choose anew when it moves). Unchosen entries stay in the KV cache and are
-    masked out of attention (the official cache also keeps them and gathers at every step), so memory
-    does not fall and a later step can choose them again. ``retain`` is 1 - P (rounded up, as every vtc
+    with a stale index list that drops the newest tokens), gathering the kept entries from the whole cache
+    at every step; vtc follows the paper (keep the choice while attention is similar, choose anew when it
+    moves) and gathers only when the choice changes. ``retain`` is 1 - P (rounded up, as every vtc
     budget); P gives the official ``int`` count. Ties keep the lower index.
     """
 
