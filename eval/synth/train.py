@@ -377,16 +377,16 @@ class Trainer:
 
     def _restore(self, directory: Path, state: dict[str, Any], optimizer: torch.optim.Optimizer) -> tuple[int, list, float]:
         """Weights, optimiser and random generators of the last checkpoint; returns (next step, log, seconds)."""
-        from safetensors.torch import load_file
-
         saved = {k: v for k, v in state["config"].items() if k != "eval_every"}
         current = {k: v for k, v in asdict(self.cfg).items() if k != "eval_every"}
         if saved != current:
             changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
             raise ValueError(f"cannot resume {directory}: the run was started with other settings {changed}")
-        missing, unexpected = self.model.load_state_dict(load_file(str(directory / "model.safetensors")), strict=False)
-        if unexpected or set(missing) - {"lm_head.weight"}:  # the head is tied to the embeddings, not saved
-            raise ValueError(f"{directory} does not hold this model's weights: missing {missing}, unexpected {unexpected}")
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        # from_pretrained maps the saved key names back onto the module tree and re-ties the head.
+        saved_model = Qwen2_5_VLForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)
+        self.model.load_state_dict(saved_model.state_dict())
         load_optimizer(optimizer, directory, state["optimizer"])
         self.rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
