@@ -6,20 +6,25 @@ Writes eval/results/synth_accuracy.md and .json. Run from the repository root:
         --items 240 --methods random uniform pool dtd fastv divprune vidcom2 dycoke fastvid holitom prunevid evad centerclip
 
 After changing one method, ``--update --methods NAME`` recomputes only its rows in the existing table.
+``--tier scale`` measures the at-scale tier (224 px, 32 frames, 1,024 visual tokens; see vtc.synth.tiers)
+instead of the default fast tier (112 px, 16 frames, 128 tokens).
 
 The held-out split is generated from a seed never used for training data (vtc.synth.train.HELD_OUT_SEED).
+The command that produced a table is written at its top.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import torch
 
 import vtc
 from vtc.runner import load_model
-from vtc.synth import CHANCE, QUESTION_TYPES, make_dataset
+from vtc.synth import CHANCE, QUESTION_TYPES, TIERS, Tier, make_dataset
 from vtc.synth.evaluate import evaluate, prepare
 from vtc.synth.train import HELD_OUT_SEED
 
@@ -28,14 +33,14 @@ RETAINS = [0.5, 0.25, 0.1]
 
 
 def run(models: list[Path], data: Path, items: int, methods: list[str], retains: list[float],
-        paper_methods: list[str] = ()) -> dict:
+        paper_methods: list[str] = (), tier: Tier = TIERS["fast"]) -> dict:
     if not (data / "data.jsonl").is_file():
-        make_dataset(data, seed=HELD_OUT_SEED, count=items)
-    results: dict = {"data": str(data), "items": items, "seed": HELD_OUT_SEED, "models": {}}
+        make_dataset(data, seed=HELD_OUT_SEED, count=items, num_frames=tier.num_frames, size=tier.size)
+    results: dict = {"data": str(data), "items": items, "seed": HELD_OUT_SEED, "tier": tier.name, "models": {}}
     for path in models:
         torch.manual_seed(0)
         model, processor = load_model(path, device="cpu")
-        batches = prepare(data, processor, limit=items)
+        batches = prepare(data, processor, num_frames=tier.num_frames, limit=items)
         rows = [{"method": "none", "retain": 1.0, **evaluate(data, model, processor, batches=batches)}]
         runs = [(m, r) for m in methods for r in retains] + [(m, "paper") for m in paper_methods]
         for method, retain in runs:
@@ -57,8 +62,9 @@ def run(models: list[Path], data: Path, items: int, methods: list[str], retains:
 
 def merge(existing: dict, fresh: dict) -> dict:
     """``existing`` with every (model, method, retain) row that ``fresh`` recomputed replaced in place."""
-    if (existing["items"], existing["seed"]) != (fresh["items"], fresh["seed"]):
-        raise ValueError("--update needs the same held-out split (--items) as the existing results")
+    if (existing["items"], existing["seed"], existing.get("tier", "fast")) != (fresh["items"], fresh["seed"], fresh["tier"]):
+        raise ValueError("--update needs the same held-out split (--items, --tier) as the existing results")
+    existing.setdefault("updates", []).append(fresh["command"])
     for path, rows in fresh["models"].items():
         old = existing["models"].setdefault(path, [])
         index = {(r["method"], r["retain"]): i for i, r in enumerate(old)}
@@ -73,11 +79,15 @@ def merge(existing: dict, fresh: dict) -> dict:
 
 def markdown(results: dict) -> str:
     types = list(QUESTION_TYPES)
+    tier = TIERS[results.get("tier", "fast")]
+    produced = (f"Produced by `{results['command']}`" if "command" in results else "Produced by `python eval/synth_accuracy.py`")
+    produced += "".join(f"; rows updated by `{command}`" for command in results.get("updates", [])) + "."
     lines = [
         "# Synthetic video-QA accuracy under compression",
         "",
         f"Held-out split: {results['items']} items from dataset seed {results['seed']} (never used for training), "
-        "16 frames at 112 px, 128 visual tokens per video. Produced by `python eval/synth_accuracy.py`.",
+        f"tier {tier.name}: {tier.num_frames} frames at {tier.size} px, {tier.visual_tokens:,} visual tokens per video. "
+        + produced,
         "Chance: " + ", ".join(f"{t} {CHANCE[t]:.2f}" for t in types) + ".",
         "",
         "Each cell: accuracy, then (in brackets) the mean share of the question's evidence tokens that survived "
@@ -104,16 +114,23 @@ def markdown(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", type=Path, default=[Path("vtc/assets/reference-model")])
-    parser.add_argument("--data", type=Path, default=Path(".cache/synth/heldout-accuracy"))
+    parser.add_argument("--tier", choices=list(TIERS), default="fast", help="benchmark tier (default fast)")
+    parser.add_argument("--data", type=Path, help="held-out split directory (default .cache/synth/heldout-accuracy, "
+                                                   "with -TIER appended for tiers other than fast)")
     parser.add_argument("--items", type=int, default=300)
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--retains", nargs="+", type=float, default=RETAINS)
     parser.add_argument("--paper-methods", nargs="*", default=[],
                         help="methods also run once at their paper defaults, without a budget (retain 'paper')")
-    parser.add_argument("--out", type=Path, default=Path("eval/results/synth_accuracy"))
+    parser.add_argument("--out", type=Path, help="results path without suffix (default eval/results/synth_accuracy, "
+                                                  "with _TIER appended for tiers other than fast)")
     parser.add_argument("--update", action="store_true", help="replace only the recomputed rows of the existing results")
     args = parser.parse_args()
-    results = run(args.models, args.data, args.items, args.methods, args.retains, args.paper_methods)
+    suffix = "" if args.tier == "fast" else args.tier
+    data = args.data or Path(".cache/synth/heldout-accuracy" + (f"-{suffix}" if suffix else ""))
+    args.out = args.out or Path("eval/results/synth_accuracy" + (f"_{suffix}" if suffix else ""))
+    results = run(args.models, data, args.items, args.methods, args.retains, args.paper_methods, TIERS[args.tier])
+    results["command"] = shlex.join(["python", "eval/synth_accuracy.py", *sys.argv[1:]])
     if args.update:
         results = merge(json.loads(args.out.with_suffix(".json").read_text()), results)
     args.out.parent.mkdir(parents=True, exist_ok=True)

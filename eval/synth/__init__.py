@@ -14,6 +14,7 @@ from ..lazy import exports
 _EXPORTS: dict[str, str] = {
     "register_cli": "cli", "load_dataset": "dataset", "make_dataset": "dataset", "plan_items": "dataset",
     "render_item": "dataset", "oracle_answer": "oracle", "read_video": "video_io", "write_mp4": "video_io",
+    "TIERS": "tiers", "Tier": "tiers", "get_tier": "tiers",
     "CHANCE": "vocab", "COLORS": "vocab", "NUM_OPTIONS": "vocab", "QUESTION_TYPES": "vocab", "SHAPES": "vocab",
 }
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .cli import register_cli
     from .dataset import load_dataset, make_dataset, plan_items, render_item
     from .oracle import oracle_answer
+    from .tiers import TIERS, Tier, get_tier
     from .video_io import read_video, write_mp4
     from .vocab import CHANCE, COLORS, NUM_OPTIONS, QUESTION_TYPES, SHAPES
 

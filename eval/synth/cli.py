@@ -7,7 +7,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .tiers import DEFAULT_TIER, TIERS
 from .vocab import QUESTION_TYPES
+
+TIER_HELP = ("named size: " + ", ".join(f"{t.name} = {t.num_frames} frames at {t.size} px ({t.visual_tokens:,} visual "
+                                         f"tokens)" for t in TIERS.values()) + f" (default {DEFAULT_TIER})")
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -21,8 +25,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsers
     make.add_argument("--out", required=True, help="output directory")
     make.add_argument("--overwrite", action="store_true",
                       help="replace a dataset already in --out (its data.jsonl and videos are removed first)")
-    make.add_argument("--num-frames", type=int, default=16, help="frames per video, even, >= 16 (default 16)")
-    make.add_argument("--size", type=int, default=112, help="frame side in pixels, even, >= 68 (default 112)")
+    make.add_argument("--tier", choices=list(TIERS), help=TIER_HELP)
+    make.add_argument("--num-frames", type=int, help="frames per video, even, >= 16 (default: the tier's)")
+    make.add_argument("--size", type=int, help="frame side in pixels, even, >= 68 (default: the tier's)")
     make.add_argument("--fps", type=float, default=4.0, help="frame rate written to the mp4 (default 4)")
     make.add_argument("--types", type=lambda s: s.split(","), default=None,
                       help=f"comma-separated subset of {','.join(QUESTION_TYPES)} (default all)")
@@ -39,7 +44,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--retain", type=float, help="fraction of visual tokens to keep")
     budget.add_argument("--tokens", type=int, help="absolute number of visual tokens to keep")
-    parser.add_argument("--num-frames", type=int, default=16, help="frames decoded per video (default 16)")
+    parser.add_argument("--tier", choices=list(TIERS), help="the dataset's tier: sets --num-frames; " + TIER_HELP)
+    parser.add_argument("--num-frames", type=int, help="frames decoded per video (default: the tier's, 16 for fast)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
 
 
@@ -66,6 +72,7 @@ def _check_model_args(args: argparse.Namespace) -> Path:
     from vtc.checks import at_least, check_device, check_method_syntax, model_path
 
     path = model_path(args.model)
+    args.num_frames = tier_value(args, "num_frames")
     at_least("--num-frames", args.num_frames, 1)
     if args.method is None and (args.retain is not None or args.tokens is not None):
         raise ValueError("--retain/--tokens need --method")
@@ -142,9 +149,18 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def tier_value(args: argparse.Namespace, field: str) -> int:
+    """``field`` as given, else the tier's; giving both is refused, since they could disagree."""
+    given = getattr(args, field)
+    if given is not None and args.tier is not None:
+        raise ValueError(f"--{field.replace('_', '-')} and --tier both set the {field.replace('_', ' ')}; give one")
+    return given if given is not None else getattr(TIERS[args.tier or DEFAULT_TIER], field)
+
+
 def _make(args: argparse.Namespace) -> int:
     from .dataset import make_dataset
 
+    args.num_frames, args.size = tier_value(args, "num_frames"), tier_value(args, "size")
     out = make_dataset(args.out, args.seed, args.count, num_frames=args.num_frames, size=args.size,
                        fps=args.fps, types=args.types, progress=not args.quiet, overwrite=args.overwrite)
     print(f"wrote {args.count} items to {out / 'data.jsonl'}")

@@ -17,9 +17,7 @@ from tqdm.auto import tqdm
 from ..checks import at_least
 from .dataset import load_dataset
 from .model import parse_answer, question_text
-
-MERGED_CELL = 28  # pixels per merged visual token side (patch 14 x merge 2) of the reference model
-TEMPORAL_PATCH = 2
+from .tiers import MERGED_CELL, TEMPORAL_PATCH
 
 
 def evidence_tokens(item: dict[str, Any], grid: tuple[int, int, int]) -> set[int]:

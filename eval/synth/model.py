@@ -28,7 +28,9 @@ CHAT_TEMPLATE = (
     "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-FRAME_SIZE = 112
+# The processor's per-frame pixel cap: the largest tier the model is trained on. A larger frame is
+# downscaled to what the model saw; a smaller one (the fast tier) passes unchanged, as before the cap rose.
+MAX_FRAME_SIZE = 224
 FPS = 4.0
 NUM_FRAMES = 16  # frames per clip in training; saved in the processor as the checkpoint's default sampling
 # Words of the prompt and question templates. Each becomes one BPE token (with and without a
@@ -94,9 +96,9 @@ def word_merges(words: tuple[str, ...], vocab: dict[str, int]) -> list[tuple[str
 def build_processor(tokenizer: Any) -> Any:
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-    sizes = dict(size={"shortest_edge": 56 * 56, "longest_edge": FRAME_SIZE * FRAME_SIZE})
+    sizes = dict(size={"shortest_edge": 56 * 56, "longest_edge": MAX_FRAME_SIZE * MAX_FRAME_SIZE})
     # The per-frame pixel cap is set, not left to transformers' changing default (it warns on every
-    # video otherwise); at 112 px it changes nothing.
+    # video otherwise); at these sizes it changes nothing.
     video_processor = Qwen2VLVideoProcessor(**sizes, num_frames=NUM_FRAMES, cap_pixels_per_frame=True)
     return Qwen2_5_VLProcessor(
         Qwen2VLImageProcessor(**sizes), tokenizer, video_processor, chat_template=CHAT_TEMPLATE

@@ -28,7 +28,16 @@ What makes a model this small learn on two CPU cores:
   held-out 0.996 overall);
 * AdamW at 1e-3 with a warm-up-stable-decay schedule.
 
-Run: ``python -m vtc.synth.train --seed 1 --out vtc/assets/reference-model`` (the shipped model)
+Run: ``python -m vtc.synth.train --seed 1 --out vtc/assets/reference-model`` (the shipped model's first
+recipe, fast tier only).
+
+Mixed-size fine-tuning (issue 19): ``--init CHECKPOINT --scale-share S`` starts from a trained model and
+draws each step's batch from the ``scale`` tier (224 px, 32 frames, 1,024 visual tokens) with probability
+S, else from the ``fast`` tier (112 px, 16 frames, 128 tokens), so the model learns the larger input
+without forgetting the smaller one; held-out accuracy is measured at both tiers. A step at the scale
+tier costs several fast steps, hence its own, smaller batch (``--scale-batch-size``). Every evaluation
+also writes a resumable state (weights, optimiser, both random generators, the log) and a loadable
+snapshot of the model; ``--resume`` continues an interrupted run from its last state exactly.
 """
 from __future__ import annotations
 
@@ -44,16 +53,18 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..trained.checkpoint import TRAINER_STATE, load_optimizer, read_state, save_optimizer, write_state
 from .dataset import load_dataset, make_dataset, scene_spec
 from .fast_vision import speed_up_vision
 from .labels import token_labels
-from .model import (
-    FPS, NUM_FRAMES, build_model, build_processor, build_tokenizer, parse_answer, prompt_messages, question_text,
-)
+from .model import FPS, build_model, build_processor, build_tokenizer, parse_answer, prompt_messages, question_text
+from .tiers import TIERS, Tier
 from .vocab import COLORS, COUNTS, DIRECTIONS, LETTERS, SHAPES
 
-TRAIN_SEED_OFFSET = 1_000  # training data of model seed s comes from dataset seed 1000 + s
-HELD_OUT_SEED = 999_999  # the held-out split: a seed never used for training data
+TRAIN_SEED_OFFSET = 1_000  # fast-tier training data of model seed s comes from dataset seed 1000 + s
+SCALE_SEED_OFFSET = 2_000  # scale-tier training data of model seed s: dataset seed 2000 + s (other item seeds)
+HELD_OUT_SEED = 999_999  # the held-out split (at every tier): a seed never used for training data
+RESUME_DIR = "resume"  # under --checkpoints: the latest weights, optimiser moments, random generators and log
 
 
 @dataclass
@@ -70,6 +81,10 @@ class TrainConfig:
     eval_items: int = 240
     eval_every: int = 500
     threads: int = 2
+    init: str = ""  # a checkpoint to fine-tune (empty: random initialisation from the seed)
+    scale_share: float = 0.0  # probability that a step's batch comes from the scale tier
+    scale_batch_size: int = 4
+    scale_train_items: int = 2000
 
 
 def video_metadata(num_frames: int) -> Any:
@@ -96,11 +111,23 @@ def model_inputs(
                      do_sample_frames=False, padding=True, return_tensors="pt")
 
 
-def decode_frames(data_dir: Path, items: list[dict]) -> list[np.ndarray]:
-    """The mp4s as a model sees them at evaluation time (h264 round trip included)."""
-    from ..video import load_video
+@dataclass
+class TierData:
+    """One tier's training or held-out clips: items, what the renderer drew (sprites, per-token labels).
 
-    return [load_video(data_dir / it["video"], num_frames=NUM_FRAMES).frames for it in tqdm(items, desc="decode")]
+    Frames are decoded from the mp4s when a batch needs them (the h264 round trip included, as at
+    evaluation time): a scale-tier clip is 4.8 MB decoded, too much to hold thousands of in memory."""
+
+    tier: Tier
+    root: Path
+    items: list[dict]
+    sprites: list[list[Any]]
+    labels: list[list[list[int]]]
+
+    def frames(self, indices: list[int]) -> list[np.ndarray]:
+        from ..video import load_video
+
+        return [load_video(self.root / self.items[i]["video"], num_frames=self.tier.num_frames).frames for i in indices]
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -120,7 +147,7 @@ class Trainer:
         torch.set_num_threads(cfg.threads)
         self.tokenizer = build_tokenizer()
         self.processor = build_processor(self.tokenizer)
-        self.model = build_model(self.tokenizer, cfg.seed)
+        self.model = self._initial_model()
         speed_up_vision(self.model)
         self.video_id = self.model.config.video_token_id
         self.end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -128,30 +155,47 @@ class Trainer:
         self.categories = [self.tokenizer.convert_tokens_to_ids(list(words)) for words in (DIRECTIONS, COUNTS)]
         self.vision_output = torch.empty(0)
         self.model.model.visual.register_forward_hook(self._keep_vision_output)
-        train_dir = cache / f"train-seed{TRAIN_SEED_OFFSET + cfg.seed}-n{cfg.train_items}"
-        eval_dir = cache / f"heldout-seed{HELD_OUT_SEED}-n{cfg.eval_items}"
-        for directory, seed, count in ((train_dir, TRAIN_SEED_OFFSET + cfg.seed, cfg.train_items),
-                                       (eval_dir, HELD_OUT_SEED, cfg.eval_items)):
-            if not (directory / "data.jsonl").is_file():
-                make_dataset(directory, seed=seed, count=count, num_frames=NUM_FRAMES, fps=FPS)
-        self.train_items = load_dataset(train_dir)
-        self.train_frames = decode_frames(train_dir, self.train_items)
+        tiers = [(TIERS["fast"], TRAIN_SEED_OFFSET, cfg.train_items)]
+        if cfg.scale_share > 0:
+            tiers.append((TIERS["scale"], SCALE_SEED_OFFSET, cfg.scale_train_items))
+        self.train_data = {tier.name: self._tier_data(cache, tier, offset + cfg.seed, count, "train")
+                      for tier, offset, count in tiers}
+        self.held_out_data = {tier.name: self._tier_data(cache, tier, HELD_OUT_SEED, cfg.eval_items, "heldout")
+                         for tier, _, _ in tiers}
         self.rng = np.random.default_rng(cfg.seed)
-        specs = [scene_spec(it["seed"], it["type"], it["answer"], it["answer_text"], NUM_FRAMES, 112)[0]
-                 for it in self.train_items]
-        self.train_specs = [spec.sprites for spec in specs]
-        self.train_labels = [self._label_ids(spec, it["type"]) for spec, it in zip(specs, self.train_items)]
-        self.eval_items = load_dataset(eval_dir)
-        self.eval_frames = decode_frames(eval_dir, self.eval_items)
 
-    def _label_ids(self, spec: Any, qtype: str) -> list[list[int]]:
-        words = token_labels(spec, qtype, NUM_FRAMES, 112)
+    def _initial_model(self) -> Any:
+        """The checkpoint to fine-tune (its tokenizer must be the one built here), or a fresh model."""
+        if not self.cfg.init:
+            return build_model(self.tokenizer, self.cfg.seed)
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(self.cfg.init, dtype=torch.float32)
+        if model.config.text_config.vocab_size != len(self.tokenizer):
+            raise ValueError(f"{self.cfg.init} has {model.config.text_config.vocab_size} token embeddings; "
+                             f"the tokenizer built here has {len(self.tokenizer)}")
+        return model
+
+    def _tier_data(self, cache: Path, tier: Tier, seed: int, count: int, split: str) -> TierData:
+        """A tier's clips, rendered into ``cache`` once (the fast tier keeps its original directory names)."""
+        suffix = "" if tier.name == "fast" else f"-{tier.name}"
+        root = cache / f"{split}-seed{seed}-n{count}{suffix}"
+        if not (root / "data.jsonl").is_file():
+            make_dataset(root, seed=seed, count=count, num_frames=tier.num_frames, size=tier.size, fps=FPS)
+        items = load_dataset(root)
+        specs = [scene_spec(it["seed"], it["type"], it["answer"], it["answer_text"], tier.num_frames, tier.size)[0]
+                 for it in items]
+        labels = [self._label_ids(token_labels(spec, it["type"], tier.num_frames, tier.size))
+                  for spec, it in zip(specs, items)]
+        return TierData(tier, root, items, [spec.sprites for spec in specs], labels)
+
+    def _label_ids(self, words: list[list[str]]) -> list[list[int]]:
         return [[self.tokenizer.convert_tokens_to_ids(w) for w in ws] for ws in words]
 
-    def lookup_questions(self, index: int) -> list[dict]:
+    def lookup_questions(self, data: TierData, index: int) -> list[dict]:
         """Follow-up questions about the clip's objects ("What colour is the circle?"), answerable from
         the same frames: more answer supervision per vision pass for the lookup every type relies on."""
-        specs = self.train_specs[index]
+        specs = data.sprites[index]
         questions = []
         for sprite in specs:
             same_shape = sum(s.shape == sprite.shape for s in specs)
@@ -194,10 +238,10 @@ class Trainer:
         count = sum(len(pairs) for pairs in targets)
         return torch.stack(terms).sum() / count if count else logits.sum() * 0.0
 
-    def losses(self, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        items = [self.train_items[i] for i in batch]
-        extra = [self.lookup_questions(i) for i in batch]
-        inputs = model_inputs(self.processor, items, [self.train_frames[i] for i in batch], True, extra)
+    def losses(self, data: TierData, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        items = [data.items[i] for i in batch]
+        extra = [self.lookup_questions(data, i) for i in batch]
+        inputs = model_inputs(self.processor, items, data.frames(batch), True, extra)
         hidden = self.model.model(**inputs).last_hidden_state
         ids = inputs["input_ids"]
         # Every reply is "<word><|im_end|>\n" and closes an even-numbered turn: predict the word and the end.
@@ -218,7 +262,7 @@ class Trainer:
         offset = 0
         for b, index in enumerate(batch):
             positions = (ids[b] == self.video_id).nonzero().flatten()
-            for k, (position, words) in enumerate(zip(positions.tolist(), self.train_labels[index])):
+            for k, (position, words) in enumerate(zip(positions.tolist(), data.labels[index])):
                 if words:
                     self._category_targets(words, len(soft), category_targets)
                     self._category_targets(words, len(vision_soft), vision_categories)
@@ -230,8 +274,8 @@ class Trainer:
                     vision_rows.append(offset + k)
                     vision_soft.append(target)
             offset += len(positions)
-            if self.train_items[index]["type"] == "count":
-                total = self.tokenizer.convert_tokens_to_ids(self.train_items[index]["answer_text"])
+            if data.items[index]["type"] == "count":
+                total = self.tokenizer.convert_tokens_to_ids(data.items[index]["answer_text"])
                 self._category_targets([total], len(soft), category_targets)
                 target = torch.zeros(vocab)
                 target[total] = 1.0
@@ -247,13 +291,15 @@ class Trainer:
                              + self._word_losses(vision_logits, vision_soft, vision_categories))
 
     @torch.no_grad()
-    def evaluate(self, items: list[dict] | None = None, frames: list[np.ndarray] | None = None) -> dict[str, Any]:
-        items, frames = items or self.eval_items, frames or self.eval_frames
+    def evaluate(self, data: TierData) -> dict[str, Any]:
+        """Accuracy on ``data`` (the answer word is the argmax of the first reply token)."""
         self.model.eval()
         correct: dict[str, list[bool]] = {}
-        for start in range(0, len(items), 32):
-            chunk = items[start : start + 32]
-            inputs = model_inputs(self.processor, chunk, frames[start : start + 32], with_answers=False)
+        chunk_size = 32 if data.tier.name == "fast" else 8
+        for start in range(0, len(data.items), chunk_size):
+            indices = list(range(start, min(start + chunk_size, len(data.items))))
+            chunk = [data.items[i] for i in indices]
+            inputs = model_inputs(self.processor, chunk, data.frames(indices), with_answers=False)
             logits = self.model(**inputs, logits_to_keep=1).logits[:, -1]
             replies = self.tokenizer.batch_decode(logits.argmax(-1)[:, None])
             for item, reply in zip(chunk, replies):
@@ -263,40 +309,95 @@ class Trainer:
         overall = float(np.mean([x for v in correct.values() for x in v]))
         return {"overall": overall, "by_type": by_type}
 
-    def train(self, log_path: Path | None = None) -> list[dict]:
+    def held_out(self) -> dict[str, Any]:
+        """Held-out accuracy at the fast tier (the original log's keys), plus every other trained tier."""
+        record = self.evaluate(self.held_out_data["fast"])
+        for name, data in self.held_out_data.items():
+            if name != "fast":
+                record[name] = self.evaluate(data)
+        return record
+
+    def step_data(self) -> TierData:
+        """The tier this step's batch comes from (no draw when only the fast tier trains, so the
+        original recipe's random stream is unchanged)."""
+        if "scale" in self.train_data and self.rng.random() < self.cfg.scale_share:
+            return self.train_data["scale"]
+        return self.train_data["fast"]
+
+    def train(self, checkpoints: Path, resume: bool = False) -> list[dict]:
+        """Run the remaining steps; evaluate and checkpoint every ``eval_every`` steps and at the end."""
         cfg = self.cfg
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.01)
+        first, log, spent = 0, [], 0.0
+        state = read_state(checkpoints / RESUME_DIR)
+        if state is not None and not resume:
+            raise ValueError(f"{checkpoints / RESUME_DIR} holds an earlier run: pass --resume to continue it "
+                             "or choose another --checkpoints directory")
+        if state is not None:
+            first, log, spent = self._restore(checkpoints / RESUME_DIR, state, optimizer)
         rng = self.rng
         self.model.train()
-        log: list[dict] = []
-        start = time.time()
-        bar = tqdm(range(cfg.steps), desc="train")
+        start = time.time() - spent
+        bar = tqdm(range(first, cfg.steps), desc="train", initial=first, total=cfg.steps)
         for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg)
-            batch = rng.choice(len(self.train_items), size=cfg.batch_size, replace=False).tolist()
-            answer_loss, aux_loss = self.losses(batch)
+            data = self.step_data()
+            size = cfg.batch_size if data.tier.name == "fast" else cfg.scale_batch_size
+            batch = rng.choice(len(data.items), size=size, replace=False).tolist()
+            answer_loss, aux_loss = self.losses(data, batch)
             loss = answer_loss + cfg.aux_weight * aux_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             optimizer.step()
             bar.set_postfix(answer=f"{answer_loss.item():.3f}", aux=f"{aux_loss.item():.3f}")
-            record = {"step": step, "answer_loss": answer_loss.item(), "aux_loss": aux_loss.item(),
-                      "lr": lr_at(step, cfg), "seconds": time.time() - start}
-            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-                record["held_out"] = self.evaluate()
-                tqdm.write(f"step {step + 1}: held-out {json.dumps(record['held_out'])}")
+            record = {"step": step, "tier": data.tier.name, "answer_loss": answer_loss.item(),
+                      "aux_loss": aux_loss.item(), "lr": lr_at(step, cfg), "seconds": time.time() - start}
             log.append(record)
-            if log_path is not None and "held_out" in record:
-                log_path.write_text(json.dumps(log))
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+                record["held_out"] = self.held_out()
+                tqdm.write(f"step {step + 1}: held-out {json.dumps(record['held_out'])}")
+                self.save_checkpoint(checkpoints, step + 1, optimizer, log, time.time() - start)
         return log
+
+    def save_checkpoint(self, checkpoints: Path, steps_done: int, optimizer: torch.optim.Optimizer,
+                        log: list[dict], seconds: float) -> None:
+        """A loadable snapshot of the model after ``steps_done`` steps, and the state to resume from."""
+        self.save(checkpoints / f"step-{steps_done:05d}")
+        directory = checkpoints / RESUME_DIR
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / TRAINER_STATE).unlink(missing_ok=True)  # an interrupted save is never resumed from
+        self.save(directory)
+        write_state(directory, {
+            "steps_done": steps_done, "config": asdict(self.cfg), "seconds": seconds, "log": log,
+            "optimizer": save_optimizer(optimizer, directory), "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state().tolist(),
+        })
+
+    def _restore(self, directory: Path, state: dict[str, Any], optimizer: torch.optim.Optimizer) -> tuple[int, list, float]:
+        """Weights, optimiser and random generators of the last checkpoint; returns (next step, log, seconds)."""
+        saved = {k: v for k, v in state["config"].items() if k != "eval_every"}
+        current = {k: v for k, v in asdict(self.cfg).items() if k != "eval_every"}
+        if saved != current:
+            changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+            raise ValueError(f"cannot resume {directory}: the run was started with other settings {changed}")
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        # from_pretrained maps the saved key names back onto the module tree and re-ties the head.
+        saved_model = Qwen2_5_VLForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)
+        self.model.load_state_dict(saved_model.state_dict())
+        load_optimizer(optimizer, directory, state["optimizer"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        return int(state["steps_done"]), list(state["log"]), float(state["seconds"])
 
     def save(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         self.model.eval()
         self.model.save_pretrained(out, safe_serialization=True)
         self.processor.save_pretrained(out)
+        self.model.train()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -304,15 +405,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cache", type=Path, default=Path(".cache/synth"), help="where the training mp4s are written")
     parser.add_argument("--log", type=Path, help="training log (JSON) path; default OUT/training_log.json")
+    parser.add_argument("--checkpoints", type=Path,
+                        help="where a model snapshot and the resume state are written at every evaluation "
+                             "(default: OUT-checkpoints beside OUT)")
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoints")
     for field, value in asdict(TrainConfig()).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
     cfg = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig())})
+    checkpoints = args.checkpoints or args.out.with_name(args.out.name + "-checkpoints")
     trainer = Trainer(cfg, args.cache)
-    start = time.time()
-    log = trainer.train(args.log)
+    log = trainer.train(checkpoints, resume=args.resume)
     trainer.save(args.out)
-    summary = {"config": asdict(cfg), "train_seconds": time.time() - start, "final_held_out": log[-1]["held_out"],
+    summary = {"config": asdict(cfg), "train_seconds": log[-1]["seconds"], "final_held_out": log[-1]["held_out"],
                "evals": [{"step": r["step"] + 1, **r["held_out"]} for r in log if "held_out" in r]}
     (args.log or args.out / "training_log.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary["final_held_out"], indent=2))
