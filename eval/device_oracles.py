@@ -29,7 +29,7 @@ import json
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
@@ -172,7 +172,6 @@ def run_family(family: str, device: torch.device, dtypes: list[torch.dtype], fir
                 guarded(rows, dict(family=family, dtype=name, oracle="batch", spec=spec),
                         lambda: batch(tm, model, device, dtype, spec))
         tm.model = host_model
-        del model
     return rows
 
 
