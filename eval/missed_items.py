@@ -18,6 +18,7 @@ from vtc.runner import default_model_path, generate_answers, load_model
 from vtc.synth.dataset import scene_spec
 from vtc.synth.evaluate import final_kept, evidence_tokens, prepare
 from vtc.synth.model import parse_answer
+from vtc.synth.tiers import DEFAULT_TIER, TIERS, get_tier
 from vtc.video import load_video
 
 
@@ -48,12 +49,15 @@ def main() -> None:
     parser.add_argument("--model", help="local checkpoint (default: the shipped reference model)")
     parser.add_argument("--types", help="comma-separated question types (default: all)")
     parser.add_argument("--limit", type=int, default=240)
+    parser.add_argument("--tier", default=DEFAULT_TIER, choices=sorted(TIERS),
+                        help="the benchmark tier the data was made at (its frame count is what the model sees)")
     args = parser.parse_args()
     types = set(args.types.split(",")) if args.types else None
     model, processor = load_model(args.model or default_model_path(), device="cpu")
     vtc.wrap(model, args.method, **({"retain": args.retain} if args.retain is not None else {}))
     missed = total = 0
-    for batch in prepare(args.data, processor, limit=args.limit, progress=False):
+    num_frames = get_tier(args.tier).num_frames
+    for batch in prepare(args.data, processor, num_frames=num_frames, limit=args.limit, progress=False):
         replies = generate_answers(model, processor, batch.inputs, max_new_tokens=3)
         for b, (item, reply, grid) in enumerate(zip(batch.items, replies, batch.grids)):
             if types is not None and item["type"] not in types:
