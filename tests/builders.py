@@ -29,11 +29,6 @@ def cache_arg(model: torch.nn.Module, cache: Any) -> dict[str, Any]:
     return {cache_kwarg(model): cache}
 
 
-def cache_of(output: Any) -> Any:
-    """The KV cache a forward returned (``output.cache`` from transformers 5.24 on)."""
-    return output.cache if "cache" in output.keys() else output.past_key_values
-
-
 def fresh(family: str, seed: int = 0) -> Tiny:
     """A newly built tiny model + processor of ``family`` (weights from ``seed``)."""
     if family not in BUILDERS:

@@ -8,10 +8,11 @@ import torch
 
 import vtc
 from vtc import Budget, Pipeline
+from vtc.engine import cache_of
 from vtc.methods.dtd import DTD
 from vtc.methods.fastv import FastV
 
-from .builders import cache_arg, cache_of, tiny, video
+from .builders import cache_arg, tiny, video
 
 
 def _hook_counts(model) -> dict[str, int]:

@@ -10,9 +10,10 @@ import torch
 
 import vtc
 from vtc import Budget, ScoreMethod
+from vtc.engine import cache_of
 from vtc.patches import adapter_for
 
-from .builders import FAMILIES, cache_of, tiny, unsupported_stages, video
+from .builders import FAMILIES, tiny, unsupported_stages, video
 
 RETAINS = (0.1, 0.25, 0.5)
 NEW_TOKENS = 5

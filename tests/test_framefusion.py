@@ -7,12 +7,13 @@ import torch
 
 import vtc
 from vtc.attention import rows_attention
+from vtc.engine import cache_of
 from vtc.methods.framefusion import FrameFusion, FrameFusionLayer, Progress, removable_share
 from vtc.patches import adapter_for
 from vtc.tokens import VisualTokens
 
 from .attention_oracle import with_eager
-from .builders import cache_of, tiny, video
+from .builders import tiny, video
 from .video_like import SIZES, video_tokens
 
 

@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 
 import vtc
+from vtc.engine import cache_of
 from vtc.methods.holitom_inner import fold_into_most_similar
 
-from .builders import cache_of, tiny, video
+from .builders import tiny, video
 
 
 def _official_loop(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from typing import Iterator
 import torch
 
 import vtc
+from vtc.engine import cache_of
 
 from .config import shape_of
 from .flops import per_layer_tokens, prefill_flops
@@ -96,7 +97,7 @@ def prefill_probe(model, inputs: dict, spec: str | None, retain: float) -> dict:
     return dict(method=spec or "none", retain=retain if spec else 1.0, visual_tokens=visual, kept_tokens=kept,
                 last_layer_tokens=layers[-1] - (sequence - visual), stage_ms=stages, stage_ms_total=sum(stages.values()),
                 vision_ms=vision, vision_cpu_ms=vision_cpu, llm_ms=llm, llm_cpu_ms=llm_cpu,
-                ttft_ms=total, ttft_cpu_ms=total_cpu, peak_mib=memory.mib, kv_mib=kv_bytes(out.past_key_values) / 2**20,
+                ttft_ms=total, ttft_cpu_ms=total_cpu, peak_mib=memory.mib, kv_mib=kv_bytes(cache_of(out)) / 2**20,
                 llm_gflop=prefill_flops(shape, layers) / 1e9)
 
 
@@ -110,7 +111,7 @@ def decode_probe(model, inputs: dict, spec: str | None, retain: float, new_token
         out = model.generate(**inputs, max_new_tokens=new_tokens + 1, min_new_tokens=new_tokens + 1, do_sample=False,
                              return_dict_in_generate=True)
         stats = getattr(model, "vtc_stats", None) if spec else None
-        cache = out.cache if "cache" in out.keys() else out.past_key_values  # renamed in transformers 5.24
+        cache = cache_of(out)
         attended, kv_end = cache.layers[-1].get_seq_length(), kv_bytes(cache) / 2**20
     _, _, layers = tokens_per_layer(model, inputs, stats)
     steps = watch.calls - 1

@@ -7,6 +7,6 @@
 - ``steps``: one method run on every row, recorded in the stats; ``state``: what persists between hooks.
 """
 from .hooks import Engine
-from .state import cache_kwarg
+from .state import cache_kwarg, cache_of
 
-__all__ = ["Engine", "cache_kwarg"]
+__all__ = ["Engine", "cache_kwarg", "cache_of"]

@@ -68,6 +68,12 @@ def cache_kwarg(module: nn.Module) -> str:
     return "cache" if "cache" in parameters else "past_key_values"
 
 
+def cache_of(output: Any) -> Any:
+    """The KV cache a forward or ``generate`` returned, under whichever name this transformers version uses
+    (``cache`` from 5.24 on, ``past_key_values`` before)."""
+    return output.cache if "cache" in output.keys() else output.past_key_values
+
+
 def args_kwargs(kwargs: dict) -> tuple[tuple, dict]:
     """What a forward pre-hook returns to replace the call's arguments (vtc passes everything by keyword)."""
     return (), kwargs
