@@ -50,27 +50,11 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
 
 
-def retain_one(tm, model, inputs: dict, spec: str) -> dict:
-    from tests.test_oracles import greedy
+def retain_one(model, inputs: dict, spec: str) -> dict:
+    from tests.test_oracles import retain_one_checks
 
-    with torch.no_grad():
-        reference_logits = model(**inputs).logits
-    reference = greedy(model, inputs)
-    with vtc.compressed(model, spec):
-        with torch.no_grad():
-            logits = model(**inputs).logits
-        generated = greedy(model, inputs)
-        all_kept = model.vtc_stats.tokens_kept == model.vtc_stats.visual_tokens
-    with torch.no_grad():
-        restored = torch.equal(model(**inputs).logits, reference_logits)
-    steps_equal = [torch.equal(g, w) for g, w in zip(generated.logits, reference.logits)]
-    checks = dict(prefill_equal=torch.equal(logits, reference_logits),
-                  tokens_equal=torch.equal(generated.sequences, reference.sequences),
-                  decode_steps_equal=sum(steps_equal), decode_steps=len(steps_equal), all_kept=all_kept,
-                  unwrap_restores=restored, max_abs=max_diff(logits, reference_logits))
-    checks["passed"] = (checks["prefill_equal"] and checks["tokens_equal"] and all(steps_equal) and all_kept
-                        and restored)
-    return checks
+    checks = retain_one_checks(model, inputs, spec)
+    return {**checks, "passed": all(checks.values())}
 
 
 def masked(tm, model, reference_model, cpu_inputs: dict, inputs: dict, fp32_inputs: dict, spec: str,
@@ -163,7 +147,7 @@ def run_family(family: str, device: torch.device, dtypes: list[torch.dtype], fir
         for spec in RETAIN_ONE_SPECS[:first]:
             if not unsupported_stages(family, spec):
                 guarded(rows, dict(family=family, dtype=name, oracle="retain-1", spec=spec),
-                        lambda: retain_one(tm, model, inputs, spec))
+                        lambda: retain_one(model, inputs, spec))
         for spec in PRUNING_SPECS[:first]:
             guarded(rows, dict(family=family, dtype=name, oracle="masked", spec=spec),
                     lambda: masked(tm, model, reference_model, cpu_inputs, inputs, fp32_inputs, spec, dtype))

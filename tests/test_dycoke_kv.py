@@ -2,13 +2,16 @@
 chosen anew only when that attention moves."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import pytest
 import torch
 from transformers.cache_utils import DynamicLayer
 
 import vtc
+from vtc.engine import cache_of
 from vtc.engine.compact_cache import CompactLayer
 from vtc.method import top_k_stable
 from vtc.methods.dycoke_kv import DyCokeKV
@@ -16,7 +19,8 @@ from vtc.patches import adapter_for
 from vtc.tokens import CacheChoice, VisualTokens
 
 from .attention_oracle import top_rows, with_eager
-from .builders import FAMILIES, cache_of, tiny, video
+from .builders import FAMILIES, tiny, video
+from .test_oracles import greedy
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -65,13 +69,8 @@ class _Alternating(DyCokeKV):
         return CacheChoice(keep=top, attention=attention, reselected=True)
 
 
-def _generate(model, inputs, steps: int = 5):
-    with torch.no_grad():
-        return model.generate(**inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
-                              output_logits=True, return_dict_in_generate=True)
-
-
-def _masking_hooks(tm, inputs: dict, first: int, chosen_per_step: list[list[list[int]]]) -> list:
+@contextmanager
+def _masked_reference(tm, inputs: dict, first: int, chosen_per_step: list[list[list[int]]]) -> Iterator[None]:
     """The reference: on the unwrapped model, decode step t masks each row's visual rows not in
     ``chosen_per_step[t][row]`` out of layers ``first``.. (the whole cache stays; nothing is gathered)."""
     layers = adapter_for(tm.model).decoder_layers()
@@ -96,7 +95,12 @@ def _masking_hooks(tm, inputs: dict, first: int, chosen_per_step: list[list[list
 
         return run
 
-    return [layers[i].register_forward_pre_hook(hook(i), with_kwargs=True) for i in range(first, len(layers))]
+    handles = [layers[i].register_forward_pre_hook(hook(i), with_kwargs=True) for i in range(first, len(layers))]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _chosen_per_step(steps) -> list[list[list[int]]]:
@@ -114,17 +118,13 @@ def test_compact_attention_equals_the_whole_cache_with_unchosen_entries_masked(f
     tm = tiny(family)
     inputs = tm.inputs(tm.batch_clips())
     with vtc.compressed(tm.model, method):
-        got = _generate(tm.model, inputs)
+        got = greedy(tm.model, inputs)
         steps = tm.model.vtc_stats.cache_steps
     if isinstance(method, _Alternating):
         assert all(step.reselected == [True, True] for step in steps)
         assert steps[0].chosen != steps[1].chosen, "the selection must change between steps"
-    removers = _masking_hooks(tm, inputs, method.layer, _chosen_per_step(steps))
-    try:
-        want = _generate(tm.model, inputs)
-    finally:
-        for remover in removers:
-            remover.remove()
+    with _masked_reference(tm, inputs, method.layer, _chosen_per_step(steps)):
+        want = greedy(tm.model, inputs)
     assert torch.equal(got.sequences, want.sequences)
     assert len(got.logits) == len(steps) + 1
     for step, (a, b) in enumerate(zip(got.logits, want.logits)):
@@ -139,14 +139,10 @@ def test_one_sample_without_a_mask_equals_the_masked_reference(family: str) -> N
     inputs = tm.inputs([video(8)])
     method = _Alternating(ratio=0.7)
     with vtc.compressed(tm.model, method):
-        got = _generate(tm.model, inputs)
+        got = greedy(tm.model, inputs)
         steps = tm.model.vtc_stats.cache_steps
-    removers = _masking_hooks(tm, inputs, method.layer, _chosen_per_step(steps))
-    try:
-        want = with_eager(tm.model, lambda: _generate(tm.model, inputs))
-    finally:
-        for remover in removers:
-            remover.remove()
+    with _masked_reference(tm, inputs, method.layer, _chosen_per_step(steps)):
+        want = with_eager(tm.model, lambda: greedy(tm.model, inputs))
     assert torch.equal(got.sequences, want.sequences)
     for a, b in zip(got.logits, want.logits):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -163,15 +159,10 @@ def test_beam_search_rows_keep_their_beams_selection() -> None:
         got = tm.model.generate(**inputs, **beams)
         steps = tm.model.vtc_stats.cache_steps
     assert all(len(step.chosen) == 4 for step in steps)
-    removers = _masking_hooks(tm, {k: v.repeat_interleave(2, dim=0) for k, v in inputs.items()
-                                   if k in ("input_ids", "attention_mask")} | {"pixel_values_videos": inputs["pixel_values_videos"]},
-                              method.layer, _chosen_per_step(steps))
-    try:
-        with torch.no_grad():
-            want = tm.model.generate(**inputs, **beams)
-    finally:
-        for remover in removers:
-            remover.remove()
+    beam_rows = {k: v.repeat_interleave(2, dim=0) for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+    with _masked_reference(tm, beam_rows | {"pixel_values_videos": inputs["pixel_values_videos"]}, method.layer,
+                           _chosen_per_step(steps)), torch.no_grad():
+        want = tm.model.generate(**inputs, **beams)
     assert torch.equal(got.sequences, want.sequences)
     for a, b in zip(got.scores, want.scores):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -192,9 +183,8 @@ def test_each_layer_caches_text_the_chosen_tokens_it_holds_and_decoded_tokens(sp
     that survived the layer cuts up to that layer, and every decoded token; the layers below hold everything."""
     tm = tiny("qwen2_vl")
     inputs = tm.inputs(tm.batch_clips())
-    prompt = inputs["input_ids"].shape[1]
     with vtc.compressed(tm.model, spec):
-        out = _generate(tm.model, inputs)
+        out = greedy(tm.model, inputs)
         stats = tm.model.vtc_stats
         layers = cache_of(out).layers
         first = stats.cache_steps[0].layer
@@ -229,6 +219,6 @@ def test_refusals() -> None:
         DyCokeKV(ratio=1.0)
     assert not vtc.is_wrapped(model)
     with vtc.compressed(model, "dycoke-kv:0.3"):
-        out = _generate(model, tm.inputs([video(8)]), steps=2)
+        out = greedy(model, tm.inputs([video(8)]), steps=2)
         with pytest.raises(NotImplementedError, match="cannot be cropped"):
             cache_of(out).layers[3].crop(-1)
