@@ -15,10 +15,12 @@ The command that produced a table is written at its top.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -33,7 +35,10 @@ RETAINS = [0.5, 0.25, 0.1]
 
 
 def run(models: list[Path], data: Path, items: int, methods: list[str], retains: list[float],
-        paper_methods: list[str] = (), tier: Tier = TIERS["fast"]) -> dict:
+        paper_methods: list[str] = (), tier: Tier = TIERS["fast"],
+        on_row: Callable[[dict], None] = lambda results: None) -> dict:
+    """Every model uncompressed and under every (method, retain); ``on_row(results)`` after each row, so that
+    a long run (hours at the scale tier) leaves its finished rows on disk if it is stopped."""
     if not (data / "data.jsonl").is_file():
         make_dataset(data, seed=HELD_OUT_SEED, count=items, num_frames=tier.num_frames, size=tier.size)
     results: dict = {"data": str(data), "items": items, "seed": HELD_OUT_SEED, "tier": tier.name, "models": {}}
@@ -41,7 +46,9 @@ def run(models: list[Path], data: Path, items: int, methods: list[str], retains:
         torch.manual_seed(0)
         model, processor = load_model(path, device="cpu")
         batches = prepare(data, processor, num_frames=tier.num_frames, limit=items)
-        rows = [{"method": "none", "retain": 1.0, **evaluate(data, model, processor, batches=batches)}]
+        rows = results["models"][str(path)] = [{"method": "none", "retain": 1.0,
+                                                **evaluate(data, model, processor, batches=batches)}]
+        on_row(results)
         runs = [(m, r) for m in methods for r in retains] + [(m, "paper") for m in paper_methods]
         for method, retain in runs:
             try:
@@ -49,6 +56,7 @@ def run(models: list[Path], data: Path, items: int, methods: list[str], retains:
             except ValueError as err:  # a budget the method cannot mean on this model (e.g. below its floor)
                 rows.append({"method": method, "retain": retain, "refused": str(err)})
                 print(f"{path} {method}@{retain}: refused ({err})", flush=True)
+                on_row(results)
                 continue
             try:
                 rows.append({"method": method, "retain": retain,
@@ -56,7 +64,7 @@ def run(models: list[Path], data: Path, items: int, methods: list[str], retains:
             finally:
                 vtc.unwrap(model)
             print(f"{path} {method}@{retain}: {rows[-1]['overall']:.3f}", flush=True)
-        results["models"][str(path)] = rows
+            on_row(results)
     return results
 
 
@@ -129,14 +137,20 @@ def main() -> None:
     suffix = "" if args.tier == "fast" else args.tier
     data = args.data or Path(".cache/synth/heldout-accuracy" + (f"-{suffix}" if suffix else ""))
     args.out = args.out or Path("eval/results/synth_accuracy" + (f"_{suffix}" if suffix else ""))
-    results = run(args.models, data, args.items, args.methods, args.retains, args.paper_methods, TIERS[args.tier])
-    results["command"] = shlex.join(["python", "eval/synth_accuracy.py", *sys.argv[1:]])
-    if args.update:
-        results = merge(json.loads(args.out.with_suffix(".json").read_text()), results)
+    command = shlex.join(["python", "eval/synth_accuracy.py", *sys.argv[1:]])
+    existing = json.loads(args.out.with_suffix(".json").read_text()) if args.update else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
+
+    def save(results: dict) -> str:
+        results = {**results, "command": command}
+        if existing is not None:
+            results = merge(copy.deepcopy(existing), results)
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+        args.out.with_suffix(".md").write_text(markdown(results))
+        return markdown(results)
+
+    print(save(run(args.models, data, args.items, args.methods, args.retains, args.paper_methods, TIERS[args.tier],
+                   on_row=save)))
 
 
 if __name__ == "__main__":
