@@ -6,6 +6,7 @@ Writes eval/results/synth_accuracy.md and .json. Run from the repository root:
         --items 240 --methods random uniform pool dtd fastv divprune vidcom2 dycoke fastvid holitom prunevid evad centerclip
 
 After changing one method, ``--update --methods NAME`` recomputes only its rows in the existing table.
+Two models can run in parallel with their own ``--out``; ``--merge B.json --out A`` then joins them.
 ``--tier scale`` measures the at-scale tier (224 px, 32 frames, 1,024 visual tokens; see vtc.synth.tiers)
 instead of the default fast tier (112 px, 16 frames, 128 tokens).
 
@@ -133,11 +134,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="results path without suffix (default eval/results/synth_accuracy, "
                                                   "with _TIER appended for tiers other than fast)")
     parser.add_argument("--update", action="store_true", help="replace only the recomputed rows of the existing results")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                        help="run nothing: merge these runs' results (same split, e.g. one model each, run in "
+                             "parallel with their own --out) into --out, as --update would")
     args = parser.parse_args()
     suffix = "" if args.tier == "fast" else args.tier
     data = args.data or Path(".cache/synth/heldout-accuracy" + (f"-{suffix}" if suffix else ""))
     args.out = args.out or Path("eval/results/synth_accuracy" + (f"_{suffix}" if suffix else ""))
     command = shlex.join(["python", "eval/synth_accuracy.py", *sys.argv[1:]])
+    if args.merge:
+        results = json.loads(args.out.with_suffix(".json").read_text())
+        for path in args.merge:
+            results = merge(results, json.loads(path.read_text()))
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+        args.out.with_suffix(".md").write_text(markdown(results))
+        return
     existing = json.loads(args.out.with_suffix(".json").read_text()) if args.update else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
