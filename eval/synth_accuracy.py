@@ -142,23 +142,24 @@ def main() -> None:
     data = args.data or Path(".cache/synth/heldout-accuracy" + (f"-{suffix}" if suffix else ""))
     args.out = args.out or Path("eval/results/synth_accuracy" + (f"_{suffix}" if suffix else ""))
     command = shlex.join(["python", "eval/synth_accuracy.py", *sys.argv[1:]])
+
+    def write(results: dict) -> str:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+        args.out.with_suffix(".md").write_text(markdown(results))
+        return markdown(results)
+
     if args.merge:
         results = json.loads(args.out.with_suffix(".json").read_text())
         for path in args.merge:
             results = merge(results, json.loads(path.read_text()))
-        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-        args.out.with_suffix(".md").write_text(markdown(results))
+        write(results)
         return
     existing = json.loads(args.out.with_suffix(".json").read_text()) if args.update else None
-    args.out.parent.mkdir(parents=True, exist_ok=True)
 
     def save(results: dict) -> str:
         results = {**results, "command": command}
-        if existing is not None:
-            results = merge(copy.deepcopy(existing), results)
-        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-        args.out.with_suffix(".md").write_text(markdown(results))
-        return markdown(results)
+        return write(results if existing is None else merge(copy.deepcopy(existing), results))
 
     print(save(run(args.models, data, args.items, args.methods, args.retains, args.paper_methods, TIERS[args.tier],
                    on_row=save)))
