@@ -15,6 +15,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from vtc.synth import TIERS
+
 
 def rows_by_key(results: dict, model: str) -> dict[tuple[str, object], dict]:
     return {(r["method"], r["retain"]): r for r in results["models"][model]}
@@ -33,8 +35,8 @@ def markdown(fast: dict, scale: dict, model: str, command: str) -> str:
     keys = list(dict.fromkeys([*scale_rows, *fast_rows]))
     lines = [
         "# Synthetic video-QA accuracy at both tiers", "",
-        f"Model `{model}`. Fast tier: {fast['items']} items, 16 frames at 112 px (128 visual tokens); scale tier: "
-        f"{scale['items']} items, 32 frames at 224 px (1,024 visual tokens); both held-out (dataset seed "
+        f"Model `{model}`. Fast tier: {fast['items']} items, {TIERS['fast'].description}; scale tier: "
+        f"{scale['items']} items, {TIERS['scale'].description}; both held-out (dataset seed "
         f"{scale['seed']}). Produced by `{command}` from `{fast.get('command', 'eval/synth_accuracy.py')}` and "
         f"`{scale.get('command', 'eval/synth_accuracy.py --tier scale')}`. Per-type accuracy and evidence kept are in "
         "the two source tables.", "",

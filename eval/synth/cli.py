@@ -10,8 +10,8 @@ from typing import Any
 from .tiers import DEFAULT_TIER, TIERS
 from .vocab import QUESTION_TYPES
 
-TIER_HELP = ("named size: " + ", ".join(f"{t.name} = {t.num_frames} frames at {t.size} px ({t.visual_tokens:,} visual "
-                                         f"tokens)" for t in TIERS.values()) + f" (default {DEFAULT_TIER})")
+TIER_HELP = ("named size: " + ", ".join(f"{t.name} = {t.description}" for t in TIERS.values())
+             + f" (default {DEFAULT_TIER})")
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:

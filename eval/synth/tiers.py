@@ -29,6 +29,11 @@ class Tier:
         """Visual tokens one video of this tier gives the reference model."""
         return self.num_frames // TEMPORAL_PATCH * (self.size // MERGED_CELL) ** 2
 
+    @property
+    def description(self) -> str:
+        """What the tier is, in the words of help texts and table headers."""
+        return f"{self.num_frames} frames at {self.size} px ({self.visual_tokens:,} visual tokens)"
+
 
 TIERS: dict[str, Tier] = {tier.name: tier for tier in (Tier("fast", 112, 16), Tier("scale", 224, 32))}
 DEFAULT_TIER = "fast"
