@@ -117,33 +117,34 @@ def test_budget_is_met_exactly(budget: Budget) -> None:
     assert selection.notes == ["saliency: no ViT attention given, used tokens.attn"]
 
 
-def test_budget_above_what_static_merging_leaves_raises_tau_just_enough() -> None:
+def test_budget_above_what_static_merging_leaves_shortens_windows_just_enough() -> None:
     tokens = video_tokens(16, 14)  # a static background and one moving object: 3,136 tokens
     t, n = 16, 196
     features = tokens.features.view(t, n, -1)
     normed = torch.nn.functional.normalize(features, dim=-1)
     similarity = torch.cosine_similarity(normed[:-1], normed[1:], dim=-1)
 
-    def left(tau: float | torch.Tensor) -> int:
-        return t * n - select_static_windows(similarity > tau, 1024)[1]
+    def left(tau: float, cap: int) -> int:
+        return t * n - select_static_windows(similarity > tau, cap)[1]
 
-    assert left(0.8) < 1568, "the test needs static merging at the scripts' tau to undercut retain 0.5"
+    assert left(0.8, t) < 1568, "the test needs static merging at the scripts' tau to undercut retain 0.5"
     for retain in (0.5, 0.25, 0.1, 0.05):
         count = Budget(retain=retain).count(t * n)
+        tau = 0.65 if retain <= 0.1 else 0.8
         selection = HoliTom().compress(tokens, Budget(retain=retain))
-        result = holitom_select(features, tokens.vision_saliency.view(t, n), retain_ratio=retain,
-                                tau=0.65 if retain <= 0.1 else 0.8, beta=0.6, d=0.0, k=7, max_window_size=1024,
-                                count=count)
+        result = holitom_select(features, tokens.vision_saliency.view(t, n), retain_ratio=retain, tau=tau, beta=0.6,
+                                d=0.0, k=7, max_window_size=1024, count=count)
         assert selection.keep.numel() == count
-        start = 0.65 if retain <= 0.1 else 0.8
-        if left(start) >= count:
-            assert result.tau == start and not selection.notes
+        assert result.out_is_static.any(), "tau is kept, so static positions are still merged"
+        if left(tau, t) >= count:
+            assert result.max_window_size == t and not selection.notes
             continue
-        assert left(result.tau) >= count, "the raised tau leaves enough tokens"
-        lower = similarity[(similarity > start) & (similarity < result.tau)]
-        assert lower.numel() == 0 or left(lower.max()) < count, "and no lower threshold does"
-        assert selection.notes == [f"tau raised from {start:g} to {result.tau:.4f}: static merging at {start:g} "
-                                   f"leaves {left(start)} tokens, fewer than the budget of {count}"]
+        cap = result.max_window_size
+        assert left(tau, cap) >= count > left(tau, cap + 1), "the longest cap that leaves enough tokens"
+        assert all(e - s + 1 <= cap for s, e in result.windows.tolist())
+        note = (f"windows capped at {cap} frames: static merging over the DP's windows (at most 1024 frames, "
+                f"tau {tau:g}) leaves {left(tau, t)} tokens, fewer than the budget of {count}")
+        assert selection.notes == [note]
 
 
 def test_without_a_budget_the_official_shortfall_is_kept_and_noted() -> None:

@@ -65,6 +65,9 @@ TRAIN_SEED_OFFSET = 1_000  # fast-tier training data of model seed s comes from 
 SCALE_SEED_OFFSET = 2_000  # scale-tier training data of model seed s: dataset seed 2000 + s (other item seeds)
 HELD_OUT_SEED = 999_999  # the held-out split (at every tier): a seed never used for training data
 RESUME_DIR = "resume"  # under --checkpoints: the latest weights, optimiser moments, random generators and log
+# Settings a resumed run may change: how often it evaluates and how many CPU threads it uses
+# (the thread count changes float summation order, not the recipe).
+RESUME_FREE = ("eval_every", "threads")
 
 
 @dataclass
@@ -377,8 +380,8 @@ class Trainer:
 
     def _restore(self, directory: Path, state: dict[str, Any], optimizer: torch.optim.Optimizer) -> tuple[int, list, float]:
         """Weights, optimiser and random generators of the last checkpoint; returns (next step, log, seconds)."""
-        saved = {k: v for k, v in state["config"].items() if k != "eval_every"}
-        current = {k: v for k, v in asdict(self.cfg).items() if k != "eval_every"}
+        saved = {k: v for k, v in state["config"].items() if k not in RESUME_FREE}
+        current = {k: v for k, v in asdict(self.cfg).items() if k not in RESUME_FREE}
         if saved != current:
             changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
             raise ValueError(f"cannot resume {directory}: the run was started with other settings {changed}")

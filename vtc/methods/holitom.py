@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,6 @@ from ..tokens import Selection, VisualTokens
 from .clustering import assign_to_nearest, density_peaks, top_centres
 from .frames import merged_positions, row_saliency, whole_frames
 from .holitom_inner import DEFAULT_INNER_RATIO, HoliTomInner
-from .thresholds import lowest_fitting_threshold
 
 DEFAULT_RETAIN = 0.1  # RETAIN_RATIO env default
 DEFAULT_TAU = 0.8  # T env default, used by the 0.15-0.25 scripts
@@ -43,8 +43,8 @@ class HoliTomResult:
     token_to_out: torch.Tensor  # [T*N] output row each input token is merged into or kept as (-1: dropped)
     total_reduced: int  # tokens saved by keeping static positions once per window
     retain_after_static: float  # r' (the official ratio; the budget share when ``count`` is given)
-    tau: float  # the threshold used (raised above the one asked when static merging would undercut ``count``)
-    left_at_tau: int  # tokens static merging leaves at the threshold asked
+    max_window_size: int  # the window cap used (lowered below the one asked when static merging would undercut ``count``)
+    left_at_max_window: int  # tokens static merging leaves with the window cap asked
 
 
 def static_window_counts(above: torch.Tensor, max_window_size: int) -> list[list[int]]:
@@ -86,6 +86,22 @@ def select_static_windows(above: torch.Tensor, max_window_size: int) -> tuple[li
         windows.append((prev[i], i))
         i = prev[i] - 1
     return windows[::-1], dp[-1]
+
+
+def largest_fitting_window(max_window_size: int, fits: Callable[[int], bool]) -> int:
+    """The largest window cap w in [1, ``max_window_size``] for which ``fits(w)`` holds.
+
+    ``fits`` must be monotone (once false, false for every larger cap: the DP over longer windows
+    saves at least as much) and true at 1 (single-frame windows merge nothing). Binary search.
+    """
+    low, high = 1, max_window_size
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def merge_into_centres(x: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor, beta: float) -> torch.Tensor:
@@ -130,22 +146,24 @@ def holitom_select(
     merged contextual tokens; D > 0 crashes officially, here it works). With ``count`` the same
     groups (each window's static tokens, each frame's dynamic tokens) share exactly ``count``
     tokens in proportion to their sizes (:func:`vtc.budget.apportion`) instead of round/ceil per group,
-    and when static merging at ``tau`` would leave fewer than ``count`` tokens, ``tau`` is raised to
-    the lowest threshold at which it leaves enough (:func:`lowest_fitting_threshold`).
+    and when static merging would leave fewer than ``count`` tokens, the window cap is lowered to the
+    largest at which it leaves enough (:func:`largest_fitting_window`): static positions are then kept
+    once per shorter window, and ``tau`` still decides which positions are static.
     """
     t, n, _ = features.shape
     x = features.float()
     device = x.device
     normed = F.normalize(x, p=2, dim=-1)
-    similarity = F.cosine_similarity(normed[:-1], normed[1:], dim=-1)
+    above = F.cosine_similarity(normed[:-1], normed[1:], dim=-1) > tau
     total = t * n
-    left_at_tau = total - select_static_windows(similarity > tau, max_window_size)[1]
-    if count is not None and left_at_tau < count:
-        tau = lowest_fitting_threshold(
-            similarity, tau, lambda c: total - select_static_windows(similarity > c, max_window_size)[1] >= count
-        )
-    above = similarity > tau
+    max_window_size = min(max_window_size, t)
     windows, total_reduced = select_static_windows(above, max_window_size)
+    left_at_max_window = total - total_reduced
+    if count is not None and left_at_max_window < count:
+        max_window_size = largest_fitting_window(
+            max_window_size, lambda w: total - select_static_windows(above, w)[1] >= count
+        )
+        windows, total_reduced = select_static_windows(above, max_window_size)
     ratio = min(retain_ratio / ((total - total_reduced) / total), 1.0)
 
     masks = []
@@ -205,8 +223,8 @@ def holitom_select(
         token_to_out=token_to_out,
         total_reduced=int(total_reduced),
         retain_after_static=ratio,
-        tau=float(tau),
-        left_at_tau=int(left_at_tau),
+        max_window_size=max_window_size,
+        left_at_max_window=int(left_at_max_window),
     )
 
 
@@ -236,13 +254,14 @@ class HoliTom(Method):
 
     Static content: the official code caps r' at 1, so when static merging alone leaves fewer tokens
     than RETAIN_RATIO*N it keeps them all and misses the ratio (on a mostly static 64 x 196 video, 196
-    tokens at every ratio). The paper's retention ratio is the quantity it controls and ``tau`` is its
-    knob for how much counts as static (the scripts pair T=0.65 with 10% and 0.8 with 15-25%, merging
-    less at larger budgets), so vtc raises ``tau`` to the lowest threshold at which the DP's windows
-    leave at least the budget (the saving falls as ``tau`` rises), then clusters down to it as
-    usual, and a note gives both thresholds. Only the most similar positions are merged, over the
-    windows the DP finds for them. Without a budget (RETAIN_RATIO) the official behaviour, shortfall
-    included, is kept. Per-frame budgets are refused (static tokens stand for whole windows).
+    tokens at every ratio). vtc meets a budget by merging less over time, not by changing what counts
+    as static: it lowers the window cap (MAX_WINDOW_SIZE) to the largest at which the DP's windows
+    leave at least the budget, so each static position is kept once per shorter window, then clusters
+    down to the budget as usual, and a note gives the cap. ``tau`` stays the paper's: raising it
+    instead (vtc before issue 19) made almost nothing static on flat backgrounds, and selection fell
+    to per-frame saliency alone (retain 0.5 scored below random at the 1,024-token tier; see
+    ``eval/results/below_random_scale.md``). Without a budget (RETAIN_RATIO) the official behaviour,
+    shortfall included, is kept. Per-frame budgets are refused (static tokens stand for whole windows).
     Passing both retain_ratio and a budget is refused.
 
     Positions: the official LLaVA path re-packs positions; vtc keeps original position ids. A
@@ -270,7 +289,8 @@ class HoliTom(Method):
     * The official code runs on LLaVA's 2D-pooled frames; vtc runs on whatever grid the family's
       LLM input has (Qwen: merged 2x2 patches of temporal pairs).
 
-    Complexity: windows O(T^2*N) tensor work plus an O(T*min(T, MAX_WINDOW_SIZE)) DP; static
+    Complexity: windows O(T^2*N) tensor work plus an O(T*min(T, MAX_WINDOW_SIZE)) DP (O(log T) times
+    when a budget lowers the cap); static
     merging O(L_s^2*C) per window; dynamic selection O(N log N) per frame (O(N^2*C) with D > 0).
     """
 
@@ -330,9 +350,10 @@ class HoliTom(Method):
             x, saliency, retain_ratio=ratio, tau=tau, beta=self.beta, d=self.d, k=self.k,
             max_window_size=self.max_window_size, count=count,
         )
-        if result.tau != tau:
-            notes.append(f"tau raised from {tau:g} to {result.tau:.4f}: static merging at {tau:g} leaves "
-                         f"{result.left_at_tau} tokens, fewer than the budget of {count}")
+        if result.left_at_max_window < (count or 0):
+            notes.append(f"windows capped at {result.max_window_size} frames: static merging over the DP's windows "
+                         f"(at most {self.max_window_size} frames, tau {tau:g}) leaves {result.left_at_max_window} "
+                         f"tokens, fewer than the budget of {count}")
         left = len(tokens) - result.total_reduced
         if count is None and left < ratio * len(tokens):
             notes.append(f"retain_ratio {ratio:g} asks for about {ratio * len(tokens):.0f} tokens; static merging "

@@ -1,9 +1,9 @@
-"""Raising a similarity threshold until merging leaves enough tokens: how HoliTom and PruneVid meet a budget.
+"""Raising a similarity threshold until merging leaves enough tokens: how PruneVid meets a budget.
 
-Both methods merge every token whose similarity exceeds a threshold ``tau`` and then cluster what is
+PruneVid merges every token whose similarity exceeds a threshold ``tau`` and then clusters what is
 left down to the budget. On static content merging alone can leave fewer tokens than asked; merging
-less, i.e. a higher ``tau``, is the paper's own knob for that (HoliTom's scripts already lower it for
-the 10% budget and raise it for 15-25%).
+less, i.e. a higher ``tau``, is the knob for that. (HoliTom, which also has a temporal window cap,
+shortens its windows instead and keeps its ``tau``: see :mod:`vtc.methods.holitom`.)
 """
 from __future__ import annotations
 
