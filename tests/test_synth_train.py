@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from vtc.runner import default_model_path
-from vtc.synth.train import RESUME_DIR, Trainer, TrainConfig
+from vtc.synth.train import RESUME_DIR, Trainer, TrainConfig, item_probabilities, parse_type_weights
 
 
 class Interrupted(Exception):
@@ -69,3 +69,20 @@ def test_resume_refuses_other_settings(tmp_path: Path, config: TrainConfig) -> N
     config.scale_share = 0.25
     with pytest.raises(ValueError, match="scale_share"):
         Trainer(config, tmp_path / "data").train(tmp_path / "run", resume=True)
+
+
+def test_resume_accepts_another_thread_count(tmp_path: Path, config: TrainConfig) -> None:
+    config.steps = 2
+    log = Trainer(config, tmp_path / "data").train(tmp_path / "run")
+    config.threads = 2  # float summation order only, not the recipe
+    assert Trainer(config, tmp_path / "data").train(tmp_path / "run", resume=True) == log
+
+
+def test_scale_type_weights_draw_a_type_more_often() -> None:
+    items = [{"type": t} for t in ("count", "order", "count", "needle")]
+    p = item_probabilities(items, parse_type_weights("count=3"))
+    assert p.tolist() == [3 / 8, 1 / 8, 3 / 8, 1 / 8]
+    assert parse_type_weights("") == {}
+    for bad in ("counts=3", "count", "count=0"):
+        with pytest.raises(ValueError, match="count"):
+            parse_type_weights(bad)

@@ -38,6 +38,8 @@ without forgetting the smaller one; held-out accuracy is measured at both tiers.
 tier costs several fast steps, hence its own, smaller batch (``--scale-batch-size``). Every evaluation
 also writes a resumable state (weights, optimiser, both random generators, the log) and a loadable
 snapshot of the model; ``--resume`` continues an interrupted run from its last state exactly.
+``--scale-type-weights count=3`` draws scale-tier items of one type more often (the type a fine-tune
+lags on; uniform by default).
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ from .fast_vision import speed_up_vision
 from .labels import token_labels
 from .model import FPS, build_model, build_processor, build_tokenizer, parse_answer, prompt_messages, question_text
 from .tiers import TIERS, Tier
-from .vocab import COLORS, COUNTS, DIRECTIONS, LETTERS, SHAPES
+from .vocab import COLORS, COUNTS, DIRECTIONS, LETTERS, QUESTION_TYPES, SHAPES
 
 TRAIN_SEED_OFFSET = 1_000  # fast-tier training data of model seed s comes from dataset seed 1000 + s
 SCALE_SEED_OFFSET = 2_000  # scale-tier training data of model seed s: dataset seed 2000 + s (other item seeds)
@@ -88,6 +90,26 @@ class TrainConfig:
     scale_share: float = 0.0  # probability that a step's batch comes from the scale tier
     scale_batch_size: int = 4
     scale_train_items: int = 2000
+    scale_type_weights: str = ""  # e.g. "count=3": draw scale-tier items of a type that much more often (empty: uniform)
+
+
+def parse_type_weights(text: str) -> dict[str, float]:
+    """``"count=3,order=2"`` -> {"count": 3.0, "order": 2.0}; unnamed types weigh 1."""
+    weights = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        if name not in QUESTION_TYPES or not value:
+            raise ValueError(f"bad type weight {part!r}: write TYPE=WEIGHT with TYPE one of {', '.join(QUESTION_TYPES)}")
+        if float(value) <= 0:
+            raise ValueError(f"type weight {part!r} must be positive")
+        weights[name] = float(value)
+    return weights
+
+
+def item_probabilities(items: list[dict], weights: dict[str, float]) -> np.ndarray:
+    """Each item's draw probability, proportional to its type's weight."""
+    raw = np.array([weights.get(item["type"], 1.0) for item in items])
+    return raw / raw.sum()
 
 
 def video_metadata(num_frames: int) -> Any:
@@ -166,6 +188,9 @@ class Trainer:
         self.held_out_data = {tier.name: self._tier_data(cache, tier, HELD_OUT_SEED, cfg.eval_items, "heldout")
                          for tier, _, _ in tiers}
         self.rng = np.random.default_rng(cfg.seed)
+        weights = parse_type_weights(cfg.scale_type_weights)
+        self.draw_p = {name: item_probabilities(data.items, weights) if name == "scale" and weights else None
+                       for name, data in self.train_data.items()}
 
     def _initial_model(self) -> Any:
         """The checkpoint to fine-tune (its tokenizer must be the one built here), or a fresh model."""
@@ -347,7 +372,7 @@ class Trainer:
                 group["lr"] = lr_at(step, cfg)
             data = self.step_data()
             size = cfg.batch_size if data.tier.name == "fast" else cfg.scale_batch_size
-            batch = rng.choice(len(data.items), size=size, replace=False).tolist()
+            batch = rng.choice(len(data.items), size=size, replace=False, p=self.draw_p[data.tier.name]).tolist()
             answer_loss, aux_loss = self.losses(data, batch)
             loss = answer_loss + cfg.aux_weight * aux_loss
             optimizer.zero_grad(set_to_none=True)
@@ -380,7 +405,8 @@ class Trainer:
 
     def _restore(self, directory: Path, state: dict[str, Any], optimizer: torch.optim.Optimizer) -> tuple[int, list, float]:
         """Weights, optimiser and random generators of the last checkpoint; returns (next step, log, seconds)."""
-        saved = {k: v for k, v in state["config"].items() if k not in RESUME_FREE}
+        # A setting added after the run started had its default then.
+        saved = {k: v for k, v in {**asdict(TrainConfig()), **state["config"]}.items() if k not in RESUME_FREE}
         current = {k: v for k, v in asdict(self.cfg).items() if k not in RESUME_FREE}
         if saved != current:
             changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
