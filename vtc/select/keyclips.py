@@ -35,7 +35,9 @@ class KeyClips(Selector):
       4. Leftover budget (clips clipped at the video's ends or merged) grows clips outward around
          the most relevant anchors first.
     Inside ``vtc.wrap`` the pixels are already processed, so only scale 1.0 exists and the trade is
-    between the number of clips and their length. Clip lengths count temporal token groups (2
+    between the number of clips and their length: F2C without its resolution trade, which on the
+    1,024-token synthetic tier scores 0.600 at retain 0.5 inside ``wrap`` against 0.917 through
+    ``vtc.VideoProcessor`` (``eval/results/select_processor_scale.md``). Clip lengths count temporal token groups (2
     frames each on Qwen). A video shorter than an explicitly requested clip length is refused.
     """
 
