@@ -1,8 +1,9 @@
-"""The adapters behind eval/results/trained.md load onto the shipped reference model, meet their budget
-exactly and stay accurate on a split none of them was trained or selected on."""
+"""The adapters behind eval/results/trained.md (and trained_scale.md) load onto their base model, meet their
+budget exactly and stay accurate on a split none of them was trained or selected on."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 import vtc
 from vtc.runner import default_model_path, load_model
-from vtc.synth import make_dataset
+from vtc.synth import TIERS, make_dataset
 from vtc.synth.evaluate import evaluate
 
 ADAPTERS = sorted(p.parent for p in (Path(__file__).parents[1] / "eval/results/adapters").glob("*/*/vtc_compressor.json"))
@@ -41,3 +42,30 @@ def test_committed_adapter_loads_meets_its_budget_and_answers(adapter: Path, spl
     assert result["tokens_in"] == 128
     assert result["tokens_kept"] == {0.1: 13, 0.05: 7}[record["training"]["retain"]]  # ceil(retain x 128), every item
     assert result["overall"] >= committed - MARGIN, (committed, result["by_type"])
+
+
+SCALE_ADAPTERS = sorted(
+    p.parent for p in (Path(__file__).parents[1] / "eval/results/adapters_scale").glob("*/*/vtc_compressor.json")
+)
+SCALE_BASE = Path(__file__).parents[1] / "eval/checkpoints/reference-tiers2"
+SCALE_ITEMS, SCALE_MARGIN = 36, 0.15  # two standard errors at 0.9 with 36 items are 0.10
+
+
+@pytest.mark.parametrize("adapter", SCALE_ADAPTERS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_scale_tier_adapter_loads_on_its_base_meets_its_budget_and_answers(adapter: Path, tmp_path: Path) -> None:
+    """The adapters behind eval/results/trained_scale.md: trained on reference-tiers2 at 1,024 tokens per video."""
+    tier = TIERS["scale"]
+    record = json.loads((adapter / "vtc_compressor.json").read_text())
+    split = make_dataset(tmp_path, seed=SPLIT_SEED, count=SCALE_ITEMS, num_frames=tier.num_frames, size=tier.size,
+                         progress=False)
+    torch.manual_seed(0)
+    model, processor = load_model(SCALE_BASE, device="cpu")
+    vtc.wrap(model, f"trained:{adapter}")
+    result = evaluate(split, model, processor, num_frames=tier.num_frames, progress=False)
+    assert result["tokens_in"] == tier.visual_tokens
+    assert result["tokens_kept"] == math.ceil(record["training"]["retain"] * tier.visual_tokens)  # every item
+    assert result["overall"] >= record["summary"]["held_out"]["overall"] - SCALE_MARGIN, result["by_type"]
+
+
+def test_the_scale_tier_scorer_at_five_percent_is_committed() -> None:
+    assert ("scorer", "retain-0.05") in {(p.parent.name, p.name) for p in SCALE_ADAPTERS}
