@@ -290,8 +290,8 @@ class HoliTom(Method):
       LLM input has (Qwen: merged 2x2 patches of temporal pairs).
 
     Complexity: windows O(T^2*N) tensor work plus an O(T*min(T, MAX_WINDOW_SIZE)) DP (O(log T) times
-    when a budget lowers the cap); static
-    merging O(L_s^2*C) per window; dynamic selection O(N log N) per frame (O(N^2*C) with D > 0).
+    when a budget lowers the cap); static merging O(L_s^2*C) per window; dynamic selection
+    O(N log N) per frame (O(N^2*C) with D > 0).
     """
 
     retain_ratio: float | None = None
