@@ -144,10 +144,11 @@ def main() -> None:
     command = shlex.join(["python", "eval/synth_accuracy.py", *sys.argv[1:]])
 
     def write(results: dict) -> str:
+        table = markdown(results)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-        args.out.with_suffix(".md").write_text(markdown(results))
-        return markdown(results)
+        args.out.with_suffix(".md").write_text(table)
+        return table
 
     if args.merge:
         results = json.loads(args.out.with_suffix(".json").read_text())
