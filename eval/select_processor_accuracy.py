@@ -28,9 +28,10 @@ from tqdm.auto import tqdm
 
 import vtc
 from vtc.runner import generate_answers, load_model
-from vtc.synth import CHANCE, QUESTION_TYPES
+from vtc.synth import QUESTION_TYPES
 from vtc.synth.dataset import load_dataset
 from vtc.synth.model import FPS, parse_answer, question_text
+from vtc.synth.table import accuracy_evidence_cells, chance_line
 
 METHODS = ["uniform-frames", "fps", "keyframes", "keyclips", "keyclips(relevance=novelty)", "query", "scenes"]
 RETAINS = [0.5, 0.25, 0.1, 0.05]
@@ -78,7 +79,7 @@ def markdown(results: dict) -> str:
         "",
         f"Model `{results['model']}`; {results['items']} items of `{results['data']}`; candidates: every frame "
         f"({FPS:g} fps). Produced by `{results['command']}`.",
-        "Chance: " + ", ".join(f"{t} {CHANCE[t]:.2f}" for t in types) + ".",
+        chance_line(),
         "",
         "Each cell: accuracy, then (in brackets) the share of the question's evidence boxes whose frame was selected. "
         "tokens: visual tokens the processor produced / the budget. scales: the frame scales the plans chose "
@@ -88,7 +89,7 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|---|" + "---|" * len(types),
     ]
     for r in results["rows"]:
-        cells = [f"{r['by_type'].get(t, float('nan')):.2f} ({r['evidence_kept'].get(t, float('nan')):.2f})" for t in types]
+        cells = accuracy_evidence_cells(r)
         scales = ", ".join(f"{s:g}" for s in r["scales"])
         lines.append(f"| {r['method']} | {r['retain']} | {r['tokens_kept']:.1f} / {r['budget']:.0f} | {scales} | "
                      f"{r['overall']:.3f} | " + " | ".join(cells) + " |")

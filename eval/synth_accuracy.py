@@ -27,8 +27,9 @@ import torch
 
 import vtc
 from vtc.runner import load_model
-from vtc.synth import CHANCE, QUESTION_TYPES, TIERS, Tier, make_dataset
+from vtc.synth import QUESTION_TYPES, TIERS, Tier, make_dataset
 from vtc.synth.evaluate import evaluate, prepare
+from vtc.synth.table import accuracy_evidence_cells, chance_line
 from vtc.synth.train import HELD_OUT_SEED
 
 METHODS = ["random", "uniform", "pool", "dtd", "fastv"]
@@ -97,7 +98,7 @@ def markdown(results: dict) -> str:
         f"Held-out split: {results['items']} items from dataset seed {results['seed']} (never used for training), "
         f"tier {tier.name}: {tier.num_frames} frames at {tier.size} px, {tier.visual_tokens:,} visual tokens per video. "
         + produced,
-        "Chance: " + ", ".join(f"{t} {CHANCE[t]:.2f}" for t in types) + ".",
+        chance_line(),
         "",
         "Each cell: accuracy, then (in brackets) the mean share of the question's evidence tokens that survived "
         "compression. A low accuracy with high evidence share means the model is confused by the compressed input; "
@@ -113,7 +114,7 @@ def markdown(results: dict) -> str:
             if "refused" in r:
                 lines.append(f"| {r['method']} | {r['retain']} | refused: {r['refused']} |" + " |" * (len(types) + 2))
                 continue
-            cells = [f"{r['by_type'].get(t, float('nan')):.2f} ({r['evidence_kept'].get(t, float('nan')):.2f})" for t in types]
+            cells = accuracy_evidence_cells(r)
             flop = f"{r['flop_retention']:.3f}" if "flop_retention" in r else "-"
             lines.append(f"| {r['method']} | {r['retain']} | {r['tokens_kept']:.1f} / {r['tokens_in']:.0f} | {flop} | "
                          f"{r['overall']:.3f} | " + " | ".join(cells) + " |")
