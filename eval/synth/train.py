@@ -28,8 +28,8 @@ What makes a model this small learn on two CPU cores:
   held-out 0.996 overall);
 * AdamW at 1e-3 with a warm-up-stable-decay schedule.
 
-Run: ``python -m vtc.synth.train --seed 1 --out vtc/assets/reference-model`` (the shipped model's first
-recipe, fast tier only).
+Run: ``python -m vtc.synth.train --seed 1 --out DIR`` (phase 1 of the shipped model: fast tier only;
+phase 2, the fine-tunes below, is in eval/results/reference_tiers.md).
 
 Mixed-size fine-tuning (issue 19): ``--init CHECKPOINT --scale-share S`` starts from a trained model and
 draws each step's batch from the ``scale`` tier (224 px, 32 frames, 1,024 visual tokens) with probability
