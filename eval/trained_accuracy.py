@@ -31,19 +31,32 @@ NOTES_MARKER = "<!-- notes: written by hand, kept when the tables above are rege
 
 
 def run_eval(data: Path, out: Path, method: str | None, retain: float | None, items: int) -> dict:
+    """One ``vtc synth eval`` (skipped when its JSON exists); a method that refuses this model or budget
+    (e.g. more stages than the model has layers) gives ``{"refused": its message}``, also kept on disk."""
     if not out.is_file():
         command = ["vtc", "synth", "eval", str(data), "--json", str(out), "--limit", str(items)]
         if method is not None:
             command += ["--method", method] + (["--retain", str(retain)] if retain is not None else [])
         print(" ".join(command), flush=True)
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+            if not message.startswith("vtc: error:"):  # a crash, not a refusal: stop here
+                sys.exit(f"{' '.join(command)} failed:\n{done.stderr}")
+            out.write_text(json.dumps({"refused": message.removeprefix("vtc: error:").strip()}, indent=2))
     return json.loads(out.read_text())
+
+
+def free_methods() -> list[str]:
+    """Every registered method that removes visual tokens before or inside the prefill. Cache-stage methods
+    (``dycoke-kv``) act only while decoding and keep every prefill token, so they have no row here."""
+    return [m for m in vtc.list_methods() if vtc.get_method(m).stage != "cache"]
 
 
 def collect(data: Path, results: Path, items: int, from_summary: bool) -> dict:
     results.mkdir(parents=True, exist_ok=True)
     table = {"none": run_eval(data, results / "none.json", None, None, items), "free": {}, "trained": {}}
-    free = [m for m in vtc.list_methods()]
+    free = free_methods()
     for retain in RETAINS:
         table["free"][retain] = {m: run_eval(data, results / f"{m}-{retain}.json", m, retain, items) for m in free}
         table["trained"][retain] = {}
@@ -75,7 +88,8 @@ def markdown(table: dict, model_commit: str, data: Path, from_summary: bool) -> 
         "",
         f"Held-out split: the first {none['n']} items of dataset seed 999999 (`{data}`; never used for training), "
         "16 frames at 112 px, 128 visual tokens per video. Reference model: `vtc/assets/reference-model` "
-        f"at commit {model_commit}. Training-free rows and the uncompressed model: one `vtc synth eval` each (JSONs in "
+        f"at commit {model_commit}. Training-free rows (every registered method at its defaults, except cache-stage "
+        "methods, which act only while decoding) and the uncompressed model: one `vtc synth eval` each (JSONs in "
         "`eval/results/trained/`). Trained rows: " + (
             "the held-out evaluation `vtc train` ran at the end of training (same `evaluate`, items and budget; "
             "`vtc synth eval --method trained:DIR` reproduces it exactly, see below). "
@@ -87,7 +101,8 @@ def markdown(table: dict, model_commit: str, data: Path, from_summary: bool) -> 
     header = ["| method | tokens kept | overall | " + " | ".join(QUESTION_TYPES) + " | training |",
               "|---|---|---|" + "---|" * len(QUESTION_TYPES) + "---|"]
     for retain in RETAINS:
-        free = table["free"][retain]
+        refused = {m: r["refused"] for m, r in table["free"][retain].items() if "refused" in r}
+        free = {m: r for m, r in table["free"][retain].items() if m not in refused}
         best = max(free, key=lambda m: free[m]["overall"])
         lines += ["", f"## {retain:.0%} of visual tokens", "", *header, row("none (uncompressed)", none)]
         for kind, entry in table["trained"][retain].items():
@@ -99,6 +114,9 @@ def markdown(table: dict, model_commit: str, data: Path, from_summary: bool) -> 
             lines.append(row(f"trained:{kind}", entry["result"], info))
         for method in sorted(free, key=lambda m: -free[m]["overall"]):
             lines.append(row(method + (" (best training-free)" if method == best else ""), free[method]))
+        if refused:
+            lines += ["", "Refused at their defaults on this model: "
+                      + "; ".join(f"`{m}` ({message})" for m, message in sorted(refused.items())) + "."]
     return "\n".join(lines) + "\n"
 
 
