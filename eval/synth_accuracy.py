@@ -74,7 +74,7 @@ def merge(existing: dict, fresh: dict) -> dict:
     """``existing`` with every (model, method, retain) row that ``fresh`` recomputed replaced in place."""
     if (existing["items"], existing["seed"], existing.get("tier", "fast")) != (fresh["items"], fresh["seed"], fresh["tier"]):
         raise ValueError("--update needs the same held-out split (--items, --tier) as the existing results")
-    existing.setdefault("updates", []).append(fresh["command"])
+    existing.setdefault("updates", []).extend([fresh["command"], *fresh.get("updates", [])])
     for path, rows in fresh["models"].items():
         old = existing["models"].setdefault(path, [])
         index = {(r["method"], r["retain"]): i for i, r in enumerate(old)}

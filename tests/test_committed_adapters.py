@@ -44,22 +44,29 @@ def test_committed_adapter_loads_meets_its_budget_and_answers(adapter: Path, spl
     assert result["overall"] >= committed - MARGIN, (committed, result["by_type"])
 
 
-SCALE_ADAPTERS = sorted(
-    p.parent for p in (Path(__file__).parents[1] / "eval/results/adapters_scale").glob("*/*/vtc_compressor.json")
-)
-SCALE_BASE = Path(__file__).parents[1] / "eval/checkpoints/reference-tiers2"
+REPO = Path(__file__).parents[1]
+SCALE_ROOT = REPO / "eval/results/adapters_scale"
+SCALE_ADAPTERS = sorted(p.parent for p in SCALE_ROOT.rglob("vtc_compressor.json"))
 SCALE_ITEMS, SCALE_MARGIN = 36, 0.15  # two standard errors at 0.9 with 36 items are 0.10
 
 
-@pytest.mark.parametrize("adapter", SCALE_ADAPTERS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def scale_base(adapter: Path) -> Path:
+    """The checkpoint the adapter was trained on, as its adapter_config.json names it (relative to the repository)."""
+    base = REPO / json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert (base / "config.json").is_file(), f"{adapter} names a base that is not in the repository: {base}"
+    return base
+
+
+@pytest.mark.parametrize("adapter", SCALE_ADAPTERS, ids=lambda p: str(p.relative_to(SCALE_ROOT)))
 def test_scale_tier_adapter_loads_on_its_base_meets_its_budget_and_answers(adapter: Path, tmp_path: Path) -> None:
-    """The adapters behind eval/results/trained_scale.md: trained on reference-tiers2 at 1,024 tokens per video."""
+    """The adapters behind eval/results/trained_scale.md, trained at 1,024 tokens per video on the base their
+    adapter_config.json names."""
     tier = TIERS["scale"]
     record = json.loads((adapter / "vtc_compressor.json").read_text())
     split = make_dataset(tmp_path, seed=SPLIT_SEED, count=SCALE_ITEMS, num_frames=tier.num_frames, size=tier.size,
                          progress=False)
     torch.manual_seed(0)
-    model, processor = load_model(SCALE_BASE, device="cpu")
+    model, processor = load_model(scale_base(adapter), device="cpu")
     vtc.wrap(model, f"trained:{adapter}")
     result = evaluate(split, model, processor, num_frames=tier.num_frames, progress=False)
     assert result["tokens_in"] == tier.visual_tokens
