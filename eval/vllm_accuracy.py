@@ -252,8 +252,9 @@ def write(out: Path, rows: list[dict[str, Any]], methods: list[str], commands: l
         label = "prompt tokens" if "prompt_tokens" in r else "visual tokens kept"
         lines.append(f"| {r['path']} | {r['method']} | {r['retain']:g} | {r['overall']:.3f} | "
                      + " | ".join(f"{r['by_type'][t]:.3f}" for t in types) + f" | {tokens:.1f} ({label}) |")
+    counted = {"agreement": agreement(rows), "positions": positions(rows)}
     for note in NOTES:
-        lines += ["", note.format(agreement=agreement(rows), positions=positions(rows))]
+        lines += ["", note.format(**counted)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
