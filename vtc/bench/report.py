@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# Model ids whose ``pretrained`` defaults to vtc's reference model.
-REFERENCE_DEFAULT_MODELS = ("vtc", "vtc_qwen2_5_vl")
+from .suite import REFERENCE_DEFAULT_MODELS
 
 
 def baseline_of(results: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Every cell calls ``lmms_eval.evaluator.simple_evaluate`` with the same model object, re-wrapped
 with the cell's compression, so baseline and methods share the harness, prompts, frames and docs.
 Finished cells are written to the results JSON at once and skipped on the next run; a results file
-made by a different suite (other model, arguments, tasks or limit) is refused rather than mixed in.
+made by a different suite (other model, weights, arguments, tasks or limit) is refused rather than mixed in.
 """
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ def _existing_results(suite: Suite) -> dict[str, Any]:
     previous = json.loads(path.read_text())
     if previous.get("fingerprint") != fresh["fingerprint"]:
         raise ValueError(
-            f"{path} holds results of a different suite (model, model_args, tasks, metric or limit changed); "
+            f"{path} holds results of a different suite (model, its weights, model_args, tasks, metric or limit changed); "
             "delete it or change 'output' to start a new sweep"
         )
     return previous

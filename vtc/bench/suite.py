@@ -16,10 +16,12 @@ from typing import Any
 import yaml
 
 from ..budget import Budget
-from ..checks import at_least
+from ..checks import at_least, default_model_path, resolve_local
 from ..pipeline import Pipeline
+from .weights import weights_digest
 
 VTC_MODELS = ("vtc", "vtc_qwen2_5_vl", "vtc_qwen3_vl")
+REFERENCE_DEFAULT_MODELS = ("vtc", "vtc_qwen2_5_vl")  # their ``pretrained`` defaults to vtc's reference model
 KEYS = {
     "model": "lmms-eval model id: vtc (default), vtc_qwen2_5_vl or vtc_qwen3_vl",
     "model_args": "mapping passed to the model (pretrained, num_frames, device, ...)",
@@ -78,10 +80,18 @@ class Suite:
         """Baseline first, then every method at every budget, in suite order."""
         return [Cell(None, None)] + [Cell(m, b) for m in self.methods for b in self.budgets]
 
+    def checkpoint(self) -> Path | None:
+        """The local checkpoint the model loads: ``pretrained``, else the reference model where that is the default."""
+        pretrained = self.model_args.get("pretrained")
+        if pretrained:
+            return resolve_local(pretrained)
+        return default_model_path() if self.model in REFERENCE_DEFAULT_MODELS else None
+
     def fingerprint(self) -> str:
-        """What makes two runs comparable: same model, arguments, tasks, metrics and documents."""
+        """What makes two runs comparable: same model, weights, arguments, tasks, metrics and documents."""
+        checkpoint = self.checkpoint()
         key = {"model": self.model, "model_args": self.model_args, "tasks": self.tasks, "limit": self.limit,
-               "metric": self.metric}
+               "metric": self.metric, "weights": weights_digest(checkpoint) if checkpoint else None}
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
