@@ -10,13 +10,21 @@ import pytest
 import torch
 
 import vtc
-from vtc.runner import default_model_path, load_model
+from vtc.runner import load_model
 from vtc.synth import TIERS, make_dataset
 from vtc.synth.evaluate import evaluate
 
-ADAPTERS = sorted(p.parent for p in (Path(__file__).parents[1] / "eval/results/adapters").glob("*/*/vtc_compressor.json"))
+REPO = Path(__file__).parents[1]
+ADAPTERS = sorted(p.parent for p in (REPO / "eval/results/adapters").glob("*/*/vtc_compressor.json"))
 SPLIT_SEED, SPLIT_ITEMS = 4242, 60  # as tests/test_reference_model.py, fewer items: six adapters to run
 MARGIN = 0.1  # 60 items here vs the 240 (480 for the scorers) evaluated after training; two standard errors at 0.75 are 0.11
+
+
+def trained_base(adapter: Path) -> Path:
+    """The checkpoint the adapter was trained on, as its adapter_config.json names it (relative to the repository)."""
+    base = REPO / json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert (base / "config.json").is_file(), f"{adapter} names a base that is not in the repository: {base}"
+    return base
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +44,7 @@ def test_committed_adapter_loads_meets_its_budget_and_answers(adapter: Path, spl
     record = json.loads((adapter / "vtc_compressor.json").read_text())
     committed = record["summary"]["held_out"]["overall"]
     torch.manual_seed(0)
-    model, processor = load_model(default_model_path(), device="cpu")
+    model, processor = load_model(trained_base(adapter), device="cpu")
     vtc.wrap(model, f"trained:{adapter}")
     result = evaluate(split, model, processor, progress=False)
     assert result["tokens_in"] == 128
@@ -44,17 +52,9 @@ def test_committed_adapter_loads_meets_its_budget_and_answers(adapter: Path, spl
     assert result["overall"] >= committed - MARGIN, (committed, result["by_type"])
 
 
-REPO = Path(__file__).parents[1]
 SCALE_ROOT = REPO / "eval/results/adapters_scale"
 SCALE_ADAPTERS = sorted(p.parent for p in SCALE_ROOT.rglob("vtc_compressor.json"))
 SCALE_ITEMS, SCALE_MARGIN = 36, 0.15  # two standard errors at 0.9 with 36 items are 0.10
-
-
-def scale_base(adapter: Path) -> Path:
-    """The checkpoint the adapter was trained on, as its adapter_config.json names it (relative to the repository)."""
-    base = REPO / json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    assert (base / "config.json").is_file(), f"{adapter} names a base that is not in the repository: {base}"
-    return base
 
 
 @pytest.mark.parametrize("adapter", SCALE_ADAPTERS, ids=lambda p: str(p.relative_to(SCALE_ROOT)))
@@ -66,7 +66,7 @@ def test_scale_tier_adapter_loads_on_its_base_meets_its_budget_and_answers(adapt
     split = make_dataset(tmp_path, seed=SPLIT_SEED, count=SCALE_ITEMS, num_frames=tier.num_frames, size=tier.size,
                          progress=False)
     torch.manual_seed(0)
-    model, processor = load_model(scale_base(adapter), device="cpu")
+    model, processor = load_model(trained_base(adapter), device="cpu")
     vtc.wrap(model, f"trained:{adapter}")
     result = evaluate(split, model, processor, num_frames=tier.num_frames, progress=False)
     assert result["tokens_in"] == tier.visual_tokens
