@@ -35,12 +35,13 @@ def test_a_checkpoint_retrained_in_place_changes_the_suite_fingerprint(checkpoin
     assert suite.fingerprint() != before
 
 
-def test_the_default_model_counts_as_its_weights(tmp_path: Path) -> None:
+def test_the_weights_come_from_pretrained_or_the_models_default(checkpoint: Path, tmp_path: Path) -> None:
     tasks = tmp_path / "tasks"
     tasks.mkdir()
-    default = load_suite(suite_file(tmp_path / "a.yaml", tasks))
-    explicit = load_suite(suite_file(tmp_path / "b.yaml", tasks, model_args={"num_frames": 16, "device": "cpu"}))
-    assert default.checkpoint() == default_model_path() and default.fingerprint() == explicit.fingerprint()
+    assert load_suite(suite_file(tmp_path / "a.yaml", tasks)).checkpoint() == default_model_path()
+    chosen = suite_file(tmp_path / "b.yaml", tasks, model="vtc_qwen3_vl", model_args={"pretrained": str(checkpoint)})
+    assert load_suite(chosen).checkpoint() == checkpoint
+    assert load_suite(suite_file(tmp_path / "c.yaml", tasks, model="vtc_qwen3_vl", model_args={})).checkpoint() is None
 
 
 def test_large_files_are_sampled_and_a_change_at_a_sample_is_seen(checkpoint: Path, monkeypatch) -> None:
