@@ -41,7 +41,7 @@ def run_eval(data: Path, out: Path, method: str | None, retain: float | None, it
         done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if done.returncode != 0:
             message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
-            if not message.startswith("vtc: error:"):  # a crash, not a refusal: stop here
+            if method is None or not message.startswith("vtc: error:"):  # uncompressed cannot refuse: a bad split or a crash
                 sys.exit(f"{' '.join(command)} failed:\n{done.stderr}")
             out.write_text(json.dumps({"refused": message.removeprefix("vtc: error:").strip()}, indent=2))
     return json.loads(out.read_text())
