@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from ..budget import Budget
-from ..checks import at_least, default_model_path, resolve_local
+from ..checks import at_least, model_path
 from ..pipeline import Pipeline
 from .weights import weights_digest
 
@@ -83,9 +83,7 @@ class Suite:
     def checkpoint(self) -> Path | None:
         """The local checkpoint the model loads: ``pretrained``, else the reference model where that is the default."""
         pretrained = self.model_args.get("pretrained")
-        if pretrained:
-            return resolve_local(pretrained)
-        return default_model_path() if self.model in REFERENCE_DEFAULT_MODELS else None
+        return model_path(pretrained) if pretrained or self.model in REFERENCE_DEFAULT_MODELS else None
 
     def fingerprint(self) -> str:
         """What makes two runs comparable: same model, weights, arguments, tasks, metrics and documents."""
